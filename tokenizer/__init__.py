@@ -1,0 +1,1 @@
+"""Japanese tokenizer training: MeCab word splitting, then WordPiece or BPE."""

@@ -1,0 +1,176 @@
+"""Reading a text corpus: input expansion, byte-range shards and streaming line reads.
+
+Corpus format: UTF-8, one sentence a line, a blank line between documents. Files are
+read in binary with a bounded read size, so memory stays flat whatever the file or line
+size; a very long line is handed on in pieces (see mecab.split_long_text).
+"""
+
+import codecs
+import glob
+import os
+from dataclasses import dataclass
+
+from .errors import UserError
+from .mecab import MAX_PARSE_CHARS, split_long_text
+
+ENCODING_ERRORS = ("strict", "replace", "skip")
+_READ_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Bytes [start, end) of one file; lines that start inside belong to the segment."""
+
+    path: str
+    start: int
+    end: int
+
+
+def expand_inputs(inputs):
+    """Files named by paths, directories (every file below, sorted) or glob patterns."""
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(root, name)
+                for root, dirs, names in os.walk(item)
+                for name in names
+                if not name.startswith(".")
+            )
+            if not found:
+                raise UserError(f"--input_file: the directory {item} holds no files")
+            files.extend(found)
+        elif glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise UserError(f"--input_file: no file matches {item}")
+            files.extend(found)
+        elif not os.path.exists(item):
+            raise UserError(f"--input_file: {item} does not exist")
+        else:
+            files.append(item)
+    for path in files:
+        if not os.access(path, os.R_OK) or not os.path.isfile(path):
+            raise UserError(f"--input_file: cannot read {path} (not a readable file)")
+    if sum(os.path.getsize(p) for p in files) == 0:
+        raise UserError(f"the corpus is empty: {', '.join(files)} hold no text")
+    return files
+
+
+def plan_segments(files, num_shards):
+    """Split the files' bytes into ``num_shards`` runs of segments of about equal size."""
+    sizes = [os.path.getsize(p) for p in files]
+    total = sum(sizes)
+    share = -(-total // max(1, num_shards))
+    shards, current, room = [], [], share
+    for path, size in zip(files, sizes):
+        start = 0
+        while start < size:
+            take = min(room, size - start)
+            current.append(Segment(path, start, start + take))
+            start += take
+            room -= take
+            if room == 0:
+                shards.append(current)
+                current, room = [], share
+    if current:
+        shards.append(current)
+    return shards
+
+
+def _line_number(path, offset):
+    """1-based number of the line holding byte ``offset`` (only used for error messages)."""
+    count = 1
+    with open(path, "rb") as f:
+        remaining = offset
+        while remaining > 0:
+            block = f.read(min(_READ_BYTES, remaining))
+            if not block:
+                break
+            count += block.count(b"\n")
+            remaining -= len(block)
+    return count
+
+
+def _not_utf8(path, offset):
+    return UserError(
+        f"{path}, line {_line_number(path, offset)}: bytes that are not UTF-8 "
+        "(convert the file to UTF-8, or pass --encoding_errors replace or skip)"
+    )
+
+
+def read_lines(segment, encoding_errors="strict", progress=None):
+    """Yield the lines of a segment without their line ends ("" for a blank line).
+
+    A line longer than MAX_PARSE_CHARS characters comes out in several pieces.
+    ``encoding_errors``: strict (stop with the file and line), replace (U+FFFD) or skip
+    (drop the line). ``progress(n)`` is called with the bytes read.
+    """
+    if encoding_errors not in ENCODING_ERRORS:
+        raise ValueError(f"encoding_errors must be one of {ENCODING_ERRORS}")
+    with open(segment.path, "rb") as f:
+        position = segment.start
+        if position > 0:
+            f.seek(position - 1)
+            if f.read(1) != b"\n":  # the segment starts inside a line its neighbour owns
+                while True:
+                    skipped = f.readline(_READ_BYTES)
+                    if progress:
+                        progress(len(skipped))
+                    if not skipped or skipped.endswith(b"\n"):
+                        break
+                position = f.tell()
+        while position < segment.end:
+            chunk = f.readline(_READ_BYTES)
+            if not chunk:
+                break
+            line_start = position
+            position += len(chunk)
+            if progress:
+                progress(len(chunk))
+            if chunk.endswith(b"\n") or len(chunk) < _READ_BYTES:  # a whole line: the common case
+                try:
+                    text = chunk.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    if encoding_errors == "strict":
+                        raise _not_utf8(segment.path, line_start + error.start) from None
+                    if encoding_errors == "skip":
+                        continue
+                    text = chunk.decode("utf-8", "replace")
+                text = text.rstrip("\r\n")
+                if len(text) > MAX_PARSE_CHARS:
+                    yield from split_long_text(text)
+                else:
+                    yield text
+            else:
+                yield from _long_line_pieces(f, chunk, line_start, segment.path, encoding_errors, progress)
+                position = f.tell()
+
+
+def _long_line_pieces(f, chunk, chunk_start, path, encoding_errors, progress):
+    """Decode a line longer than one read, yielding its pieces as they complete."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace" if encoding_errors == "replace" else "strict")
+    pending = ""
+    while True:
+        ended = chunk.endswith(b"\n") or not chunk
+        try:
+            pending += decoder.decode(chunk, final=ended)
+        except UnicodeDecodeError as error:
+            if encoding_errors == "strict":
+                raise _not_utf8(path, chunk_start + max(0, error.start)) from None
+            while not ended:  # skip: drop the rest of the line
+                chunk = f.readline(_READ_BYTES)
+                if progress:
+                    progress(len(chunk))
+                ended = chunk.endswith(b"\n") or not chunk
+            return
+        if ended:
+            yield from split_long_text(pending.rstrip("\r\n"))
+            return
+        if len(pending) > 2 * MAX_PARSE_CHARS:  # hand on all but the last piece to keep memory flat
+            *done, pending = split_long_text(pending)
+            yield from done
+        chunk_start = f.tell()
+        chunk = f.readline(_READ_BYTES)
+        if progress:
+            progress(len(chunk))
