@@ -31,6 +31,13 @@ def read_tokenizer_config(tokenizer_dir):
     return config
 
 
+def _special_tokens(config):
+    """The special tokens a tokenizer config names (transformers splits text on them first)."""
+    names = [config.get(k) for k in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token", "bos_token", "eos_token")]
+    names += config.get("additional_special_tokens") or config.get("extra_special_tokens") or []
+    return [n["content"] if isinstance(n, dict) else n for n in names if n]
+
+
 class SubwordEncoder:
     def __init__(self, tokenizer_dir):
         self.tokenizer_dir = tokenizer_dir
@@ -38,6 +45,7 @@ class SubwordEncoder:
         self.mecab_kwargs = config["mecab_kwargs"]
         self.unk_token = config.get("unk_token", "[UNK]")
         added = {entry["content"]: int(i) for i, entry in config.get("added_tokens_decoder", {}).items()}
+        special = _special_tokens(config)
         vocab_txt = os.path.join(tokenizer_dir, "vocab.txt")
         vocab_json = os.path.join(tokenizer_dir, "vocab.json")
         if os.path.isfile(vocab_txt):
@@ -45,6 +53,7 @@ class SubwordEncoder:
             with open(vocab_txt, encoding="utf-8") as f:
                 vocab = {token: i for i, token in enumerate(f.read().split("\n")[:-1])}
             vocab.update(added)
+            added.update({t: vocab[t] for t in special if t in vocab})
             model = WordPiece(
                 vocab, unk_token=self.unk_token, continuing_subword_prefix=CONTINUATION, max_input_chars_per_word=MAX_WORD_CHARS
             )
@@ -55,6 +64,7 @@ class SubwordEncoder:
             with open(os.path.join(tokenizer_dir, "merges.txt"), encoding="utf-8") as f:
                 merges = [tuple(line.split()) for line in f if line.strip() and not line.startswith("#version")]
             vocab.update(added)
+            added.update({t: vocab[t] for t in special if t in vocab})
             model = BPE(vocab, merges, unk_token=self.unk_token, continuing_subword_prefix=CONTINUATION)
         else:
             raise UserError(f"--tokenizer_dir {tokenizer_dir} holds neither vocab.txt nor vocab.json")

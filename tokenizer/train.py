@@ -12,6 +12,7 @@ across runs and process counts.
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 
@@ -24,6 +25,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 CONTINUATION = "##"
 TOKENIZER_TYPES = ("wordpiece", "bpe")
 TRAINING_RECORD = "tokenizer_training.json"
+MODEL_MAX_LENGTH = 512
 # Files a tokenizer directory may hold; a directory with any of them "holds a tokenizer".
 TOKENIZER_FILES = (
     "vocab.txt",
@@ -114,26 +116,37 @@ def ordered_vocabulary(tokenizer):
 def save_tokenizer_files(tokenizer, settings, directory, record):
     """Write a directory that AutoTokenizer loads (BertJapaneseTokenizer or MecabBpeTokenizer)."""
     if settings.tokenizer_type == "wordpiece":
-        from transformers import BertJapaneseTokenizer
-
-        vocab_file = os.path.join(directory, "vocab.txt")
-        with open(vocab_file, "w", encoding="utf-8") as f:
+        with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(ordered_vocabulary(tokenizer)) + "\n")
-        hf_tokenizer = BertJapaneseTokenizer(
-            vocab_file,
-            do_lower_case=False,
-            word_tokenizer_type="mecab",
-            subword_tokenizer_type="wordpiece",
-            mecab_kwargs=settings.mecab_kwargs,
-        )
+        # Written by hand rather than by BertJapaneseTokenizer.save_pretrained: importing
+        # transformers costs about 2 s, half of a whole training run on a 6 MB corpus.
+        # tests/test_tokenizer.py checks that transformers loads it as BertJapaneseTokenizer.
+        config = {
+            "tokenizer_class": "BertJapaneseTokenizer",
+            "do_lower_case": False,
+            "do_word_tokenize": True,
+            "do_subword_tokenize": True,
+            "word_tokenizer_type": "mecab",
+            "subword_tokenizer_type": "wordpiece",
+            "mecab_kwargs": settings.mecab_kwargs,
+            "unk_token": "[UNK]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+            "model_max_length": MODEL_MAX_LENGTH,
+        }
+        with open(os.path.join(directory, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(config, f, ensure_ascii=False, indent=2)
+            f.write("\n")
     else:
         from .tokenization_mecab_bpe import MecabBpeTokenizer
 
         vocab_file, merges_file = tokenizer.model.save(directory)
         hf_tokenizer = MecabBpeTokenizer(vocab_file, merges_file, mecab_kwargs=settings.mecab_kwargs)
         hf_tokenizer.register_for_auto_class("AutoTokenizer")
-    hf_tokenizer.model_max_length = 512
-    hf_tokenizer.save_pretrained(directory)
+        hf_tokenizer.model_max_length = MODEL_MAX_LENGTH
+        hf_tokenizer.save_pretrained(directory)
     with open(os.path.join(directory, TRAINING_RECORD), "w", encoding="utf-8") as f:
         json.dump(record, f, ensure_ascii=False, indent=2)
         f.write("\n")
@@ -194,9 +207,16 @@ def train_tokenizer(
         if split.words == 0:
             raise UserError(f"the corpus is empty: {', '.join(files)} hold no words")
         tokenizer = train_vocabulary(split.word_files, split.char_counts, settings, show_progress)
+        trained_size = tokenizer.get_vocab_size(with_added_tokens=False)
+        if trained_size > settings.vocab_size:
+            print(
+                f"warning: the vocabulary has {trained_size} entries, more than --vocab_size {settings.vocab_size}: "
+                "every character of the alphabet needs two (x and ##x); lower --limit_alphabet to stay within it",
+                file=sys.stderr,
+            )
         record = {
             "settings": asdict(settings),
-            "vocab_size": tokenizer.get_vocab_size(with_added_tokens=False),
+            "vocab_size": trained_size,
             "corpus": {
                 "files": [{"path": os.path.abspath(p), "bytes": os.path.getsize(p)} for p in files],
                 "bytes": split.bytes,

@@ -1,0 +1,47 @@
+"""Helpers shared by the benchmark scripts."""
+
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AOZORA = os.path.join(os.path.dirname(ROOT), "shared", "corpus", "aozora")
+
+
+def aozora_corpus(out_dir, repeat=1):
+    """All Aozora files concatenated ``repeat`` times into one corpus file; exits if absent."""
+    if not os.path.isdir(AOZORA):
+        sys.exit(f"skipped: {AOZORA} is not here (the benchmarks need ../shared/corpus/aozora)")
+    path = os.path.join(out_dir, f"aozora-x{repeat}.txt")
+    if not os.path.exists(path):
+        parts = [open(os.path.join(AOZORA, n), "rb").read() for n in sorted(os.listdir(AOZORA)) if n.endswith(".txt")]
+        text = b"\n".join(p.rstrip(b"\n") + b"\n" for p in parts)
+        with open(path, "wb") as f:
+            for _ in range(repeat):
+                f.write(text + b"\n")
+    return path
+
+
+def timed_command(args, cwd=None):
+    """Run a command; returns (seconds, peak RSS in MB of its largest process, completed process)."""
+    wrapper = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode); "
+        "sys.stderr.write(r.stderr[-2000:] if r.returncode else '')"
+    )
+    result = subprocess.run([sys.executable, "-c", wrapper, *args], cwd=cwd, capture_output=True, text=True)
+    seconds, peak_mb, code = result.stdout.split()
+    if int(code) != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr}")
+    return float(seconds), float(peak_mb), result
+
+
+def best_of(n, fn):
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
