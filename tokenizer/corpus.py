@@ -99,8 +99,10 @@ def _not_utf8(path, offset):
     )
 
 
-def read_lines(segment, encoding_errors="strict", progress=None):
+def read_lines(segment, encoding_errors="strict", progress=None, with_positions=False):
     """Yield the lines of a segment without their line ends ("" for a blank line).
+
+    With ``with_positions``, yields (byte offset of the line, text) pairs.
 
     A line longer than MAX_PARSE_CHARS characters comes out in several pieces.
     ``encoding_errors``: strict (stop with the file and line), replace (U+FFFD) or skip
@@ -138,13 +140,12 @@ def read_lines(segment, encoding_errors="strict", progress=None):
                         continue
                     text = chunk.decode("utf-8", "replace")
                 text = text.rstrip("\r\n")
-                if len(text) > MAX_PARSE_CHARS:
-                    yield from split_long_text(text)
-                else:
-                    yield text
+                pieces = split_long_text(text) if len(text) > MAX_PARSE_CHARS else (text,)
             else:
-                yield from _long_line_pieces(f, chunk, line_start, segment.path, encoding_errors, progress)
-                position = f.tell()
+                pieces = _long_line_pieces(f, chunk, line_start, segment.path, encoding_errors, progress)
+            for piece in pieces:
+                yield (line_start, piece) if with_positions else piece
+            position = f.tell()
 
 
 def _long_line_pieces(f, chunk, chunk_start, path, encoding_errors, progress):
@@ -174,3 +175,44 @@ def _long_line_pieces(f, chunk, chunk_start, path, encoding_errors, progress):
         chunk = f.readline(_READ_BYTES)
         if progress:
             progress(len(chunk))
+
+
+def read_documents(segment, encoding_errors="strict", progress=None):
+    """Yield the documents (lists of non-blank lines) that start inside a segment.
+
+    A document starts after a blank line (or at the start of the file). A segment that
+    begins inside a document skips to the next blank line; one that ends inside a document
+    reads on to its end, so neighbouring segments share no document and miss none.
+    """
+    size = os.path.getsize(segment.path)
+    lines = read_lines(Segment(segment.path, segment.start, size), encoding_errors, progress, with_positions=True)
+    started = segment.start == 0
+    document = []
+    for position, text in lines:
+        blank = not text.strip()
+        if not started:
+            if blank and position >= segment.end:
+                return  # the first document boundary lies in the next segment: nothing is ours
+            started = blank
+            continue
+        if not blank:
+            document.append(text)
+            continue
+        if document:
+            yield document
+            document = []
+        if position >= segment.end:
+            return
+    if document:
+        yield document
+
+
+def plan_chunks(files, chunk_bytes):
+    """Segments of at most about ``chunk_bytes``, none spanning two files."""
+    chunks = []
+    for path in files:
+        size = os.path.getsize(path)
+        count = max(1, -(-size // chunk_bytes))
+        bounds = [size * k // count for k in range(count + 1)]
+        chunks.extend(Segment(path, bounds[k], bounds[k + 1]) for k in range(count))
+    return chunks

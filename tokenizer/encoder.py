@@ -6,7 +6,9 @@ batches with the Rust ``tokenizers`` model on MeCab's pre-split words, which is 
 times faster than transformers' Python BertJapaneseTokenizer.
 """
 
+import itertools
 import json
+import operator
 import os
 
 from tokenizers import Tokenizer
@@ -71,6 +73,7 @@ class SubwordEncoder:
         self.vocab = vocab
         self._rust = Tokenizer(model)
         self._rust.add_special_tokens(sorted(added, key=added.get))
+        self._word_cache, self._max_cache = {}, 2_000_000
         try:
             self.splitter = MecabWordSplitter(**self.mecab_kwargs, special_tokens=added)
         except DictionaryNotInstalled as error:
@@ -94,6 +97,25 @@ class SubwordEncoder:
         """Pre-split words (lists of str) -> list of (ids, word index of each id)."""
         encodings = self._rust.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=False)
         return [(e.ids, e.word_ids) for e in encodings]
+
+    def encode_word_ids(self, words):
+        """Subword ids of each word (a list of lists), memoized: words repeat a lot in text."""
+        cache = self._word_cache
+        result = list(map(cache.get, words))
+        missing = sorted(set(itertools.compress(words, map(operator.not_, result))))
+        if missing:
+            for word, encoding in zip(missing, self._rust.encode_batch([[w] for w in missing], is_pretokenized=True,
+                                                                        add_special_tokens=False)):
+                cache[word] = encoding.ids
+            if len(cache) > self._max_cache:
+                cache.clear()
+            result = list(map(cache.get, words))
+            if None in result:  # only when the cache was just cleared
+                result = [ids if ids is not None else self._word_ids_uncached(w) for w, ids in zip(words, result)]
+        return result
+
+    def _word_ids_uncached(self, word):
+        return self._rust.encode([word], is_pretokenized=True, add_special_tokens=False).ids
 
     def encode(self, texts):
         """Raw lines of text -> list of (ids, word index of each id)."""

@@ -1,0 +1,230 @@
+"""parameter.json presets -> a typed, validated Preset.
+
+Keys are upstream's (retarfi/language-pretraining), so existing files keep working:
+"number-of-layers", "hidden-size", "batch-size": {"-1": 128} or {"0": 100, "1": 56}, ...
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from tokenizer.errors import UserError
+
+FAMILIES = ("bert", "albert", "roberta", "electra", "gpt2", "t5", "gatedcnn", "lstm", "elmo")
+TRANSFORMER_FAMILIES = ("bert", "albert", "roberta", "electra", "gpt2", "t5")
+
+# key -> (attribute, type, default); default REQUIRED means the key must be present.
+REQUIRED = object()
+KEYS = {
+    "number-of-layers": ("number_of_layers", int, REQUIRED),
+    "hidden-size": ("hidden_size", int, REQUIRED),
+    "sequence-length": ("sequence_length", int, REQUIRED),
+    "learning-rate": ("learning_rate", float, REQUIRED),
+    "batch-size": ("batch_size", dict, REQUIRED),
+    "train-steps": ("train_steps", int, REQUIRED),
+    "warmup-steps": ("warmup_steps", int, 0),
+    "save-steps": ("save_steps", int, REQUIRED),
+    "logging-steps": ("logging_steps", int, REQUIRED),
+    "ffn-inner-hidden-size": ("ffn_inner_hidden_size", int, None),
+    "attention-heads": ("attention_heads", int, None),
+    "embedding-size": ("embedding_size", int, None),
+    "accumulation-steps": ("accumulation_steps", int, 1),
+    "fp16-type": ("fp16_type", int, 0),
+    "bf16": ("bf16", bool, False),
+    "dropout": ("dropout", float, None),
+    "weight-decay": ("weight_decay", float, 0.01),
+    "save-total-limit": ("save_total_limit", int, 3),
+    "pretrained_model_name_or_path": ("pretrained_model_name_or_path", str, None),
+    "flozen-layers": ("frozen_layers", int, -1),
+    "frozen-layers": ("frozen_layers", int, -1),
+    "family": ("family", str, None),
+    # ELECTRA
+    "generator-size": ("generator_size", str, None),
+    "mask-percent": ("mask_percent", float, 15.0),
+    "discriminator-weight": ("discriminator_weight", float, 50.0),
+    "pretrained_generator_model_name_or_path": ("pretrained_generator_model_name_or_path", str, None),
+    "pretrained_discriminator_model_name_or_path": ("pretrained_discriminator_model_name_or_path", str, None),
+    # T5
+    "target-length": ("target_length", int, None),
+    "noise-density": ("noise_density", float, 0.15),
+    "mean-noise-span-length": ("mean_noise_span_length", float, 3.0),
+    # non-transformer families
+    "kernel-size": ("kernel_size", int, None),
+    "block-size": ("block_size", int, None),
+    "tie-weights": ("tie_weights", bool, None),
+    "projection-size": ("projection_size", int, None),
+    # data
+    "short-seq-prob": ("short_seq_prob", float, 0.1),
+}
+TRANSFORMER_KEYS = ("ffn-inner-hidden-size", "attention-heads")
+
+
+@dataclass
+class Preset:
+    model_type: str
+    family: str
+    number_of_layers: int
+    hidden_size: int
+    sequence_length: int
+    learning_rate: float
+    batch_size: dict
+    train_steps: int
+    save_steps: int
+    logging_steps: int
+    warmup_steps: int = 0
+    ffn_inner_hidden_size: int = None
+    attention_heads: int = None
+    embedding_size: int = None
+    accumulation_steps: int = 1
+    fp16_type: int = 0
+    bf16: bool = False
+    dropout: float = None
+    weight_decay: float = 0.01
+    save_total_limit: int = 3
+    pretrained_model_name_or_path: str = None
+    frozen_layers: int = -1
+    generator_size: str = None
+    mask_percent: float = 15.0
+    discriminator_weight: float = 50.0
+    pretrained_generator_model_name_or_path: str = None
+    pretrained_discriminator_model_name_or_path: str = None
+    target_length: int = None
+    noise_density: float = 0.15
+    mean_noise_span_length: float = 3.0
+    kernel_size: int = None
+    block_size: int = None
+    tie_weights: bool = None
+    projection_size: int = None
+    short_seq_prob: float = 0.1
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def example_kind(self):
+        """Which examples the family trains on (see pretraining/examples.py)."""
+        return {"bert": "nsp", "albert": "sop", "t5": "span"}.get(self.family, "packed")
+
+    def batch_size_for_node(self, node_rank):
+        """The batch size of one node; -1 means a single-node run."""
+        sizes = self.batch_size
+        if node_rank in sizes:
+            return sizes[node_rank]
+        if len(sizes) == 1 and -1 in sizes:
+            return sizes[-1]
+        ranks = ", ".join(str(r) for r in sorted(sizes))
+        raise UserError(
+            f"parameter.json '{self.model_type}': batch-size has no entry for node rank {node_rank} "
+            f"(it has {ranks}); add \"{node_rank}\": N"
+        )
+
+
+def _family(model_type, data):
+    family = data.get("family")
+    if family is None:
+        family = next((f for f in sorted(FAMILIES, key=len, reverse=True) if model_type.startswith(f)), None)
+    if family not in FAMILIES:
+        raise UserError(
+            f"parameter.json '{model_type}': cannot tell the model family; add \"family\": one of {', '.join(FAMILIES)}"
+        )
+    return family
+
+
+def _convert(model_type, key, value, kind):
+    where = f"parameter.json '{model_type}': \"{key}\""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{where} must be true or false, not {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise UserError(f"{where} must be a whole number, not {value!r}")
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where} must be a number, not {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where} must be a string, not {value!r}")
+        return value
+    if kind is dict:  # batch-size
+        if not isinstance(value, dict) or not value:
+            raise UserError(f"{where} must be an object like {{\"-1\": 128}} or {{\"0\": 100, \"1\": 56}}")
+        sizes = {}
+        for rank, size in value.items():
+            try:
+                rank_number = int(rank)
+            except ValueError:
+                raise UserError(f"{where}: node rank {rank!r} is not a number") from None
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise UserError(f"{where}: the batch size of node {rank} must be a positive whole number, not {size!r}")
+            sizes[rank_number] = size
+        if -1 in sizes and len(sizes) > 1:
+            raise UserError(f"{where}: \"-1\" (single node) cannot be mixed with node ranks")
+        return sizes
+    raise AssertionError(kind)
+
+
+def parse_preset(model_type, data):
+    if not isinstance(data, dict):
+        raise UserError(f"parameter.json '{model_type}' must be an object of keys")
+    family = _family(model_type, data)
+    values = {"model_type": model_type, "family": family, "raw": data}
+    for key, value in data.items():
+        if key not in KEYS:
+            raise UserError(f"parameter.json '{model_type}': unknown key \"{key}\" (known: {', '.join(sorted(KEYS))})")
+        attr, kind, _ = KEYS[key]
+        values[attr] = _convert(model_type, key, value, kind)
+    required = [k for k, (_, _, d) in KEYS.items() if d is REQUIRED]
+    if family in TRANSFORMER_FAMILIES:
+        required += TRANSFORMER_KEYS
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise UserError(f"parameter.json '{model_type}': missing key(s) {', '.join(repr(k) for k in missing)}")
+    preset = Preset(**values)
+    _check_ranges(preset)
+    return preset
+
+
+def _check_ranges(p):
+    where = f"parameter.json '{p.model_type}'"
+    for attr in ("number_of_layers", "hidden_size", "sequence_length", "train_steps", "save_steps", "logging_steps",
+                 "accumulation_steps"):
+        if getattr(p, attr) < 1:
+            raise UserError(f"{where}: \"{attr.replace('_', '-')}\" must be at least 1")
+    if p.learning_rate <= 0:
+        raise UserError(f"{where}: \"learning-rate\" must be positive")
+    if p.fp16_type not in (0, 1, 2, 3):
+        raise UserError(f"{where}: \"fp16-type\" must be 0 (off) or 1-3 (mixed fp16)")
+    if p.fp16_type and p.bf16:
+        raise UserError(f"{where}: choose either \"fp16-type\" or \"bf16\", not both")
+    if p.dropout is not None and not 0 <= p.dropout < 1:
+        raise UserError(f"{where}: \"dropout\" must be in [0, 1)")
+    if p.attention_heads and p.family != "t5" and p.hidden_size % p.attention_heads:  # T5 has its own d_kv
+        raise UserError(f"{where}: \"hidden-size\" {p.hidden_size} is not divisible by \"attention-heads\" {p.attention_heads}")
+    if p.example_kind == "nsp" or p.example_kind == "sop":
+        if p.sequence_length < 8:
+            raise UserError(f"{where}: \"sequence-length\" must be at least 8 for sentence pairs")
+    if not 0 < p.noise_density < 1 or p.mean_noise_span_length < 1:
+        raise UserError(f"{where}: \"noise-density\" must be in (0, 1) and \"mean-noise-span-length\" at least 1")
+
+
+def load_presets(parameter_file):
+    if not os.path.isfile(parameter_file):
+        raise UserError(f"--parameter_file {parameter_file} does not exist")
+    try:
+        with open(parameter_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as error:
+        raise UserError(f"--parameter_file {parameter_file} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--parameter_file {parameter_file} must hold an object of model types")
+    return data
+
+
+def load_preset(parameter_file, model_type):
+    data = load_presets(parameter_file)
+    if model_type not in data:
+        raise UserError(
+            f"--model_type {model_type} is not in {parameter_file}; available: {', '.join(sorted(data))}"
+        )
+    return parse_preset(model_type, data[model_type])

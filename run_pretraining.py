@@ -1,0 +1,92 @@
+"""Pretrain a Japanese language model with accelerate, or only prepare its examples.
+
+    accelerate launch run_pretraining.py --input_file corpus.txt --tokenizer_dir tok/ \\
+        --model_dir model/bert/ --parameter_file parameter.json --model_type bert-base \\
+        [--do_whole_word_mask] [--do_continue] [--disable_overwrite_cache]
+"""
+
+import argparse
+
+from tokenizer.errors import UserError, exit_on_user_error
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--input_file", nargs="+", help="corpus files, directories or glob patterns")
+    data.add_argument("--dataset_dir", help="prepared examples (written by --prepare_only, or where to write them)")
+    data.add_argument("--tokenizer_dir", help="a tokenizer from train_tokenizer.py")
+    data.add_argument("--overwrite_cache", action="store_true", help="rebuild the examples even if a cache matches")
+    data.add_argument("--disable_overwrite_cache", action="store_true",
+                      help="never rebuild the examples: fail if the cache is missing or does not match")
+    data.add_argument("--prepare_only", action="store_true", help="build the examples and exit")
+    data.add_argument("--num_proc", type=int, help="processes that build examples (default: all cores)")
+    data.add_argument("--encoding_errors", choices=("strict", "replace", "skip"), default="strict")
+    model = parser.add_argument_group("model")
+    model.add_argument("--parameter_file", default="parameter.json")
+    model.add_argument("--model_type", required=True, help="a preset in --parameter_file, e.g. bert-base")
+    model.add_argument("--model_dir", help="checkpoints and the final model go here")
+    train = parser.add_argument_group("training")
+    train.add_argument("--do_whole_word_mask", action="store_true", help="mask every subword of a MeCab word together")
+    train.add_argument("--do_continue", action="store_true", help="resume from the newest complete checkpoint")
+    train.add_argument("--overwrite_output_dir", action="store_true", help="start afresh in a model_dir with checkpoints")
+    train.add_argument("--run_name", help="TensorBoard run name under runs/ (default: model_type and time)")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--node_rank", type=int, help="this node's rank (default: from the launcher)")
+    train.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # torch.distributed.launch passes it
+    compat = parser.add_argument_group("accepted for upstream compatibility")
+    compat.add_argument("--fp16_type", type=int, help="overrides the preset's fp16-type (0 off, 1-3 mixed fp16)")
+    compat.add_argument("--tokenizer_type", help="checked against the tokenizer directory")
+    compat.add_argument("--mecab_dic_type", help="checked against the tokenizer directory")
+    return parser.parse_args(argv)
+
+
+def check_tokenizer_flags(args, encoder):
+    """--tokenizer_type / --mecab_dic_type are read from the tokenizer; as flags they must agree."""
+    if args.tokenizer_type and args.tokenizer_type != encoder.tokenizer_type:
+        raise UserError(f"--tokenizer_type {args.tokenizer_type} disagrees with {args.tokenizer_dir} "
+                        f"({encoder.tokenizer_type}); drop the flag, it is read from the tokenizer")
+    dic = encoder.mecab_kwargs.get("mecab_dic")
+    if args.mecab_dic_type and args.mecab_dic_type != dic:
+        raise UserError(f"--mecab_dic_type {args.mecab_dic_type} disagrees with {args.tokenizer_dir} ({dic}); "
+                        "drop the flag, it is read from the tokenizer")
+
+
+def prepare(args, preset, show_progress=True):
+    """Build or reuse the examples; returns the examples folder."""
+    from pretraining.data import ExampleSpec, load_examples, prepare_examples
+    from tokenizer.encoder import SubwordEncoder
+
+    spec = ExampleSpec.from_preset(preset, args.seed)
+    if not args.input_file:
+        if not args.dataset_dir:
+            raise UserError("give --input_file (a corpus) or --dataset_dir (prepared examples)")
+        load_examples(args.dataset_dir, spec)
+        return args.dataset_dir
+    if not args.tokenizer_dir:
+        raise UserError("--tokenizer_dir is needed to build examples from --input_file")
+    check_tokenizer_flags(args, SubwordEncoder(args.tokenizer_dir))
+    return prepare_examples(
+        args.input_file, args.tokenizer_dir, spec, dataset_dir=args.dataset_dir, num_proc=args.num_proc,
+        overwrite_cache=args.overwrite_cache, disable_overwrite_cache=args.disable_overwrite_cache,
+        encoding_errors=args.encoding_errors, show_progress=show_progress,
+    )
+
+
+@exit_on_user_error
+def main(argv=None):
+    from pretraining.presets import load_preset
+
+    args = parse_args(argv)
+    preset = load_preset(args.parameter_file, args.model_type)
+    if args.prepare_only:
+        dataset_dir = prepare(args, preset)
+        print(f"examples ready in {dataset_dir}")
+        return
+    from pretraining.train import run_training
+
+    run_training(args, preset)
+
+
+if __name__ == "__main__":
+    main()
