@@ -30,7 +30,8 @@ def parse_args(argv=None):
     train.add_argument("--do_whole_word_mask", action="store_true", help="mask every subword of a MeCab word together")
     train.add_argument("--do_continue", action="store_true", help="resume from the newest complete checkpoint")
     train.add_argument("--overwrite_output_dir", action="store_true", help="start afresh in a model_dir with checkpoints")
-    train.add_argument("--run_name", help="TensorBoard run name under runs/ (default: model_type and time)")
+    train.add_argument("--run_name", help="TensorBoard run name under --logging_dir (default: model_type and time)")
+    train.add_argument("--logging_dir", default="runs", help="TensorBoard folder (default: runs/)")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--node_rank", type=int, help="this node's rank (default: from the launcher)")
     train.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # torch.distributed.launch passes it

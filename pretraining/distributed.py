@@ -1,0 +1,49 @@
+"""Topology: node rank, local processes, per-rank batch sizes, CPU threads."""
+
+import os
+
+import torch
+
+from tokenizer.errors import UserError
+
+
+def node_rank(override=None):
+    """This node's rank: --node_rank, else what accelerate/torchrun put in the environment."""
+    if override is not None:
+        return override
+    for name in ("GROUP_RANK", "NODE_RANK", "MACHINE_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def local_world_size():
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def is_multi_node(preset):
+    return -1 not in preset.batch_size
+
+
+def rank_batch_size(preset, override_node_rank=None):
+    """This process's share of its node's batch."""
+    rank = node_rank(override_node_rank)
+    node_batch = preset.batch_size_for_node(rank if is_multi_node(preset) else -1)
+    processes = local_world_size()
+    if node_batch % processes:
+        raise UserError(
+            f"parameter.json '{preset.model_type}': node {rank}'s batch-size {node_batch} does not divide among its "
+            f"{processes} processes; make it a multiple of {processes}"
+        )
+    return node_batch // processes
+
+
+def set_cpu_threads():
+    """On CPU, share the cores among the local processes (oversubscription is several times slower)."""
+    if torch.cuda.is_available():
+        return
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // local_world_size()))

@@ -1,0 +1,189 @@
+"""Model families: how a preset becomes a model, which collator feeds it, how its loss is counted.
+
+Adding a family means adding one Family entry here (and its example kind in presets.py).
+Losses are returned as (sum, count) per objective, so the training loop can divide by
+the count over the whole global batch: the update is then the one a single process
+would make, whatever the number of ranks and their batch sizes.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from tokenizer.errors import UserError
+
+from .collators import IGNORE, CausalLMCollator, MaskedLMCollator, Seq2SeqCollator
+from .data import sentinel_ids
+
+
+@dataclass
+class Vocabulary:
+    size: int  # the model's embedding rows (T5: the tokenizer plus its sentinels)
+    pad_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    special_ids: tuple
+
+
+@dataclass
+class Family:
+    name: str
+    auto_class: str  # the transformers Auto class that loads the final directory
+    pipeline_task: str
+    build_config: Callable
+    model_class: Callable  # () -> the transformers class
+    make_collator: Callable  # (preset, vocab, seed, whole_word) -> collator
+    losses: Callable  # (model, batch) -> {name: (sum, count)}
+    frozen_modules: Callable  # (model, n_layers) -> modules to freeze
+
+
+def _sum_ce(logits, labels):
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum")
+    return loss, (labels != IGNORE).sum()
+
+
+def _dropout(preset, default):
+    return default if preset.dropout is None else preset.dropout
+
+
+# ---- BERT and ALBERT ----
+
+def _bert_config(preset, vocab):
+    from transformers import BertConfig
+
+    dropout = _dropout(preset, 0.1)
+    return BertConfig(
+        vocab_size=vocab.size, hidden_size=preset.hidden_size, num_hidden_layers=preset.number_of_layers,
+        num_attention_heads=preset.attention_heads, intermediate_size=preset.ffn_inner_hidden_size,
+        max_position_embeddings=max(512, preset.sequence_length), type_vocab_size=2, pad_token_id=vocab.pad_id,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+    )
+
+
+def _albert_config(preset, vocab):
+    from transformers import AlbertConfig
+
+    dropout = _dropout(preset, 0.0)
+    return AlbertConfig(
+        vocab_size=vocab.size, embedding_size=preset.embedding_size or 128, hidden_size=preset.hidden_size,
+        num_hidden_layers=preset.number_of_layers, num_attention_heads=preset.attention_heads,
+        intermediate_size=preset.ffn_inner_hidden_size, max_position_embeddings=max(512, preset.sequence_length),
+        type_vocab_size=2, pad_token_id=vocab.pad_id, bos_token_id=vocab.cls_id, eos_token_id=vocab.sep_id,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+    )
+
+
+def _mlm_collator(preset, vocab, seed, whole_word):
+    return MaskedLMCollator(vocab.mask_id, vocab.pad_id, vocab.size, vocab.special_ids, seed,
+                            mask_prob=preset.mask_percent / 100, whole_word=whole_word)
+
+
+def _pair_losses(pair_logits_name, pair_label_name, pair_loss_name):
+    def losses(model, batch):
+        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        token_type_ids=batch["token_type_ids"])
+        mlm = _sum_ce(outputs.prediction_logits, batch["labels"])
+        pair = _sum_ce(getattr(outputs, pair_logits_name), batch[pair_label_name])
+        return {"mlm": mlm, pair_loss_name: pair}
+
+    return losses
+
+
+def _bert_frozen(model, n):
+    return [model.bert.embeddings, *model.bert.encoder.layer[:n]]
+
+
+def _albert_frozen(model, n):
+    if n > 0:
+        raise UserError("flozen-layers: ALBERT shares one layer across its depth; use 0 (embeddings) or -1 (none)")
+    return [model.albert.embeddings]
+
+
+# ---- GPT-2 ----
+
+def _gpt2_config(preset, vocab):
+    from transformers import GPT2Config
+
+    dropout = _dropout(preset, 0.1)
+    return GPT2Config(
+        vocab_size=vocab.size, n_positions=preset.sequence_length, n_embd=preset.hidden_size,
+        n_layer=preset.number_of_layers, n_head=preset.attention_heads, n_inner=preset.ffn_inner_hidden_size,
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+        bos_token_id=vocab.cls_id, eos_token_id=vocab.sep_id, pad_token_id=vocab.pad_id,
+    )
+
+
+def causal_lm_losses(model, batch):
+    logits = model(input_ids=batch["input_ids"]).logits
+    return {"lm": _sum_ce(logits[:, :-1], batch["input_ids"][:, 1:])}
+
+
+def _gpt2_frozen(model, n):
+    return [model.transformer.wte, model.transformer.wpe, *model.transformer.h[:n]]
+
+
+# ---- T5 (v1.1 recipe: gated GELU, untied output layer, no dropout in pretraining) ----
+
+def _t5_config(preset, vocab):
+    from transformers import T5Config
+
+    heads = preset.attention_heads
+    return T5Config(
+        vocab_size=vocab.size, d_model=preset.hidden_size,
+        d_kv=preset.hidden_size // heads if preset.hidden_size % heads == 0 else 64,
+        d_ff=preset.ffn_inner_hidden_size, num_layers=preset.number_of_layers,
+        num_decoder_layers=preset.number_of_layers, num_heads=heads, feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False, dropout_rate=_dropout(preset, 0.0), pad_token_id=vocab.pad_id,
+        eos_token_id=vocab.sep_id, decoder_start_token_id=vocab.pad_id,
+    )
+
+
+def _t5_losses(model, batch):
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
+    logits = model(input_ids=batch["input_ids"], decoder_input_ids=decoder_input_ids).logits
+    return {"span": _sum_ce(logits, batch["labels"])}
+
+
+def _t5_frozen(model, n):
+    return [model.shared, *model.encoder.block[:n]]
+
+
+def _transformers(name):
+    def load():
+        import transformers
+
+        return getattr(transformers, name)
+
+    return load
+
+
+FAMILIES = {
+    "bert": Family("bert", "AutoModelForPreTraining", "fill-mask", _bert_config, _transformers("BertForPreTraining"),
+                   _mlm_collator, _pair_losses("seq_relationship_logits", "next_sentence_label", "nsp"), _bert_frozen),
+    "albert": Family("albert", "AutoModelForPreTraining", "fill-mask", _albert_config,
+                     _transformers("AlbertForPreTraining"), _mlm_collator,
+                     _pair_losses("sop_logits", "sentence_order_label", "sop"), _albert_frozen),
+    "gpt2": Family("gpt2", "AutoModelForCausalLM", "text-generation", _gpt2_config, _transformers("GPT2LMHeadModel"),
+                   lambda *a: CausalLMCollator(), causal_lm_losses, _gpt2_frozen),
+    "t5": Family("t5", "AutoModelForSeq2SeqLM", "text2text-generation", _t5_config,
+                 _transformers("T5ForConditionalGeneration"), lambda *a: Seq2SeqCollator(), _t5_losses, _t5_frozen),
+}
+
+
+def family_of(preset):
+    if preset.family not in FAMILIES:
+        raise UserError(f"parameter.json '{preset.model_type}': the {preset.family} family cannot be trained yet "
+                        f"(available: {', '.join(FAMILIES)})")
+    return FAMILIES[preset.family]
+
+
+def vocabulary_for(preset, encoder):
+    ids = {t: encoder.token_id(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")}
+    size = encoder.vocab_size
+    if preset.family == "t5":
+        size = max(size, max(sentinel_ids(encoder)) + 1)
+    return Vocabulary(size, ids["[PAD]"], ids["[CLS]"], ids["[SEP]"], ids["[MASK]"], tuple(sorted(ids.values())))

@@ -1,0 +1,241 @@
+"""The accelerate training loop of run_pretraining.py: wires presets, data, model and checkpoints."""
+
+import json
+import math
+import os
+import shutil
+import time
+from datetime import datetime
+
+import torch
+from tqdm.auto import tqdm
+
+from tokenizer.errors import UserError
+from tokenizer.train import TOKENIZER_FILES
+
+from . import checkpoints as ckpt
+from .data import ExampleSpec, load_examples, sentinel_ids
+from .distributed import rank_batch_size, set_cpu_threads
+from .registry import family_of, vocabulary_for
+from .sampler import GlobalBatchSampler, IndexedExamples
+
+PRESET_FILE = "pretraining_preset.json"
+
+
+def make_accelerator(preset, args):
+    from accelerate import Accelerator
+
+    fp16_type = preset.fp16_type if args.fp16_type is None else args.fp16_type
+    mixed = "bf16" if preset.bf16 else ("fp16" if fp16_type else "no")
+    if mixed == "fp16" and not torch.cuda.is_available():
+        print("warning: fp16-type needs a GPU; training in full precision on the CPU")
+        mixed = "no"
+    # Accelerator(cpu=True) on a machine without CUDA: real gloo data parallelism under
+    # `accelerate launch --multi_gpu`; a plain Accelerator() there trains each process alone.
+    return Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision=mixed,
+        gradient_accumulation_steps=preset.accumulation_steps, log_with="tensorboard",
+        project_dir=args.logging_dir,
+    )
+
+
+def optimizer_for(model, preset):
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=preset.learning_rate, betas=(0.9, 0.999), eps=1e-6)
+
+
+def build_model(family, preset, vocab, seed):
+    from accelerate.utils import set_seed
+
+    model_class = family.model_class()
+    if preset.pretrained_model_name_or_path:
+        path = preset.pretrained_model_name_or_path
+        if not os.path.isdir(path):
+            raise UserError(f"pretrained_model_name_or_path {path} is not a directory")
+        model = model_class.from_pretrained(path)
+        if model.config.vocab_size != vocab.size:
+            raise UserError(f"{path} has a vocabulary of {model.config.vocab_size}, the tokenizer {vocab.size}: "
+                            "continue pretraining with the tokenizer the model was trained with")
+        if preset.frozen_layers >= 0:
+            for module in family.frozen_modules(model, preset.frozen_layers):
+                module.requires_grad_(False)
+        return model
+    set_seed(seed)
+    return model_class(family.build_config(preset, vocab))
+
+
+class TokenizerFiles:
+    """Writes the tokenizer beside every saved model (T5: with its sentinel tokens added)."""
+
+    def __init__(self, tokenizer_dir, preset, encoder):
+        self.tokenizer_dir = tokenizer_dir
+        self.hf_tokenizer = None
+        if preset.family == "t5":
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=True)
+            sentinels = [f"<extra_id_{k}>" for k in range(len(sentinel_ids(encoder)))]
+            tokenizer.add_special_tokens({"additional_special_tokens": sentinels})
+            tokenizer.eos_token = "[SEP]"
+            assert tokenizer.convert_tokens_to_ids(sentinels) == sentinel_ids(encoder)
+            self.hf_tokenizer = tokenizer
+
+    def write(self, directory):
+        if self.hf_tokenizer is not None:
+            self.hf_tokenizer.save_pretrained(directory)
+            return
+        for name in TOKENIZER_FILES:
+            source = os.path.join(self.tokenizer_dir, name)
+            if os.path.isfile(source):
+                shutil.copy2(source, os.path.join(directory, name))
+
+
+def check_model_dir(args):
+    existing = ckpt.list_checkpoints(args.model_dir)
+    if existing and not (args.do_continue or args.overwrite_output_dir):
+        raise UserError(f"{args.model_dir} already holds checkpoints (newest: {os.path.basename(existing[-1][1])}): "
+                        "pass --do_continue to resume, or --overwrite_output_dir to start afresh")
+
+
+def run_training(args, preset):
+    from run_pretraining import prepare
+
+    if not args.model_dir:
+        raise UserError("--model_dir is needed for training")
+    if args.do_continue and args.overwrite_output_dir:
+        raise UserError("--do_continue and --overwrite_output_dir contradict each other: pass one")
+    family = family_of(preset)
+    check_model_dir(args)
+    set_cpu_threads()
+    accelerator = make_accelerator(preset, args)
+    main = accelerator.is_main_process
+
+    # data: one process per node builds, the others wait and load
+    with accelerator.local_main_process_first():
+        dataset_dir = prepare(args, preset, show_progress=accelerator.is_local_main_process)
+    dataset, info = load_examples(dataset_dir, ExampleSpec.from_preset(preset, args.seed))
+    tokenizer_dir = args.tokenizer_dir or info["tokenizer_dir"]
+    from tokenizer.encoder import SubwordEncoder
+
+    encoder = SubwordEncoder(tokenizer_dir)
+    vocab = vocabulary_for(preset, encoder)
+
+    # batch sizes of every rank, in rank order
+    from accelerate.utils import gather_object
+
+    my_batch = rank_batch_size(preset, args.node_rank)
+    rank_batches = gather_object([my_batch]) if accelerator.num_processes > 1 else [my_batch]
+
+    model = build_model(family, preset, vocab, args.seed)
+    optimizer = optimizer_for(model, preset)
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, preset.warmup_steps, preset.train_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper steps it
+    # once per process), so the learning rate follows the same curve on any number of ranks.
+    accelerator.register_for_checkpointing(scheduler)
+
+    step, run_name = 0, args.run_name
+    resume_from = ckpt.newest_checkpoint(args.model_dir) if args.do_continue else None
+    if main:
+        if args.overwrite_output_dir:
+            for _, old in ckpt.list_checkpoints(args.model_dir):
+                ckpt.remove_directory(old)
+        ckpt.clean_debris(args.model_dir)
+        os.makedirs(args.model_dir, exist_ok=True)
+    accelerator.wait_for_everyone()
+    if resume_from:
+        accelerator.load_state(os.path.join(resume_from, ckpt.ACCELERATE_DIR))
+        state = ckpt.read_state(resume_from)
+        step, run_name = state["step"], run_name or state["run_name"]
+        accelerator.print(f"resumed from {resume_from} at step {step}")
+    elif args.do_continue:
+        accelerator.print(f"no checkpoint in {args.model_dir} yet: starting from step 0")
+    run_name = run_name or f"{preset.model_type}-{datetime.now():%Y%m%d-%H%M%S}"
+    accelerator.init_trackers(run_name)
+
+    tokenizer_files = TokenizerFiles(tokenizer_dir, preset, encoder)
+    collator = family.make_collator(preset, vocab, args.seed, args.do_whole_word_mask)
+    sampler = GlobalBatchSampler(len(dataset), rank_batches, accelerator.process_index, args.seed,
+                                 start_step=step * preset.accumulation_steps)
+    loader = torch.utils.data.DataLoader(IndexedExamples(dataset), batch_sampler=sampler, collate_fn=collator,
+                                         pin_memory=torch.cuda.is_available())
+    state_base = {"run_name": run_name, "model_type": preset.model_type, "seed": args.seed,
+                  "global_batch": sum(rank_batches), "rank_batches": rank_batches}
+
+    def write_model(directory):
+        accelerator.unwrap_model(model).save_pretrained(directory)
+        tokenizer_files.write(directory)
+        with open(os.path.join(directory, PRESET_FILE), "w", encoding="utf-8") as f:
+            json.dump({"model_type": preset.model_type, "family": preset.family, "parameters": preset.raw,
+                       "seed": args.seed, "whole_word_mask": args.do_whole_word_mask}, f, indent=2)
+
+    train_loop(accelerator, model, optimizer, scheduler, family, loader, preset, step, write_model, state_base, args)
+
+    accelerator.wait_for_everyone()
+    if main:
+        write_model(args.model_dir)
+        print(f"model saved to {args.model_dir}")
+    accelerator.end_training()
+
+
+def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset, step, write_model, state_base, args):
+    main = accelerator.is_main_process
+    bar = tqdm(total=preset.train_steps, initial=step, desc="Pretraining", disable=not main, dynamic_ncols=True)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    window = {"sums": None, "micro": 0, "tokens": 0, "started": time.time()}
+    examples_seen = step * preset.accumulation_steps * state_base["global_batch"]
+    grad_norm = torch.tensor(0.0)
+    model.train()
+    batches = iter(loader)
+    while step < preset.train_steps:
+        batch = {k: v.to(accelerator.device) for k, v in next(batches).items()}
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                losses = family.losses(model, batch)
+            names = list(losses)
+            local = torch.stack([x.detach().float() for name in names for x in losses[name]]
+                                + [torch.tensor(float(batch["input_ids"].numel()), device=accelerator.device)])
+            totals = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
+            # each rank's share of the global mean: sum / global count, times the ranks DDP averages over
+            loss = sum(losses[n][0] / totals[2 * k + 1].clamp(min=1) for k, n in enumerate(names))
+            loss = loss * accelerator.num_processes
+            global_loss = sum((totals[2 * k] / totals[2 * k + 1].clamp(min=1)).item() for k in range(len(names)))
+            if not math.isfinite(global_loss):
+                last = ckpt.newest_checkpoint(args.model_dir)
+                raise UserError(f"the loss became {global_loss} at step {step + 1}; the last good checkpoint is "
+                                f"{last or 'none'}: lower the learning rate or check the data, then --do_continue")
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+        window["sums"] = totals if window["sums"] is None else window["sums"] + totals
+        window["micro"] += 1
+        examples_seen += state_base["global_batch"]
+        if not accelerator.sync_gradients:
+            continue
+        scheduler.step()
+        step += 1
+        bar.update(1)
+        if step % preset.logging_steps == 0 or step == preset.train_steps:
+            sums = window["sums"]
+            seconds = time.time() - window["started"]
+            values = {f"loss/{n}": (sums[2 * k] / sums[2 * k + 1].clamp(min=1)).item() for k, n in enumerate(names)}
+            values["loss"] = sum(values.values())
+            values.update({"lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                           "tokens_per_second": sums[-1].item() / max(seconds, 1e-9), "examples_seen": examples_seen})
+            accelerator.log(values, step=step)
+            bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
+                            tok_s=f"{values['tokens_per_second']:.0f}")
+            window = {"sums": None, "micro": 0, "tokens": 0, "started": time.time()}
+        if step % preset.save_steps == 0 or step == preset.train_steps:
+            ckpt.save_checkpoint(accelerator, args.model_dir, step, write_model,
+                                 dict(state_base, step=step, examples_seen=examples_seen), preset.save_total_limit)
+    bar.close()
