@@ -27,6 +27,7 @@ def transformers_map(corpus, tokenizer_dir):
     disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     dataset = load_dataset("text", data_files=corpus, split="train", keep_in_memory=True)
+    started = time.perf_counter()
     dataset.map(lambda batch: tokenizer(batch["text"]), batched=True, num_proc=2, keep_in_memory=True)
     return time.perf_counter() - started
 

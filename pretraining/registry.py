@@ -32,7 +32,6 @@ class Vocabulary:
 class Family:
     name: str
     auto_class: str  # the transformers Auto class that loads the final directory
-    pipeline_task: str
     build_config: Callable
     model_class: Callable  # () -> the transformers class
     make_collator: Callable  # (preset, vocab, seed, whole_word) -> collator
@@ -162,14 +161,14 @@ def _transformers(name):
 
 
 FAMILIES = {
-    "bert": Family("bert", "AutoModelForPreTraining", "fill-mask", _bert_config, _transformers("BertForPreTraining"),
+    "bert": Family("bert", "AutoModelForPreTraining", _bert_config, _transformers("BertForPreTraining"),
                    _mlm_collator, _pair_losses("seq_relationship_logits", "next_sentence_label", "nsp"), _bert_frozen),
-    "albert": Family("albert", "AutoModelForPreTraining", "fill-mask", _albert_config,
+    "albert": Family("albert", "AutoModelForPreTraining", _albert_config,
                      _transformers("AlbertForPreTraining"), _mlm_collator,
                      _pair_losses("sop_logits", "sentence_order_label", "sop"), _albert_frozen),
-    "gpt2": Family("gpt2", "AutoModelForCausalLM", "text-generation", _gpt2_config, _transformers("GPT2LMHeadModel"),
+    "gpt2": Family("gpt2", "AutoModelForCausalLM", _gpt2_config, _transformers("GPT2LMHeadModel"),
                    lambda *a: CausalLMCollator(), causal_lm_losses, _gpt2_frozen),
-    "t5": Family("t5", "AutoModelForSeq2SeqLM", "text2text-generation", _t5_config,
+    "t5": Family("t5", "AutoModelForSeq2SeqLM", _t5_config,
                  _transformers("T5ForConditionalGeneration"), lambda *a: Seq2SeqCollator(), _t5_losses, _t5_frozen),
 }
 

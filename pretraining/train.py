@@ -164,8 +164,11 @@ def run_training(args, preset):
     collator = family.make_collator(preset, vocab, args.seed, args.do_whole_word_mask)
     sampler = GlobalBatchSampler(len(dataset), rank_batches, accelerator.process_index, args.seed,
                                  start_step=step * preset.accumulation_steps)
+    # A generator of its own: creating a loader iterator otherwise draws from the global torch
+    # RNG, which would shift every dropout mask after a resume.
     loader = torch.utils.data.DataLoader(IndexedExamples(dataset), batch_sampler=sampler, collate_fn=collator,
-                                         pin_memory=torch.cuda.is_available())
+                                         pin_memory=torch.cuda.is_available(),
+                                         generator=torch.Generator().manual_seed(args.seed))
     state_base = {"run_name": run_name, "model_type": preset.model_type, "seed": args.seed,
                   "global_batch": sum(rank_batches), "rank_batches": rank_batches}
 
@@ -176,7 +179,12 @@ def run_training(args, preset):
             json.dump({"model_type": preset.model_type, "family": preset.family, "parameters": preset.raw,
                        "seed": args.seed, "whole_word_mask": args.do_whole_word_mask}, f, indent=2)
 
-    train_loop(accelerator, model, optimizer, scheduler, family, loader, preset, step, write_model, state_base, args)
+    bar = tqdm(total=preset.train_steps, initial=step, desc="Pretraining", disable=not main, dynamic_ncols=True)
+    try:
+        train_loop(accelerator, model, optimizer, scheduler, family, loader, preset, step, write_model, state_base,
+                   args, bar)
+    finally:
+        bar.close()  # before any error message, so the message is the last line
 
     accelerator.wait_for_everyone()
     if main:
@@ -185,9 +193,8 @@ def run_training(args, preset):
     accelerator.end_training()
 
 
-def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset, step, write_model, state_base, args):
-    main = accelerator.is_main_process
-    bar = tqdm(total=preset.train_steps, initial=step, desc="Pretraining", disable=not main, dynamic_ncols=True)
+def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset, step, write_model, state_base, args,
+               bar):
     parameters = [p for p in model.parameters() if p.requires_grad]
     window = {"sums": None, "micro": 0, "tokens": 0, "started": time.time()}
     examples_seen = step * preset.accumulation_steps * state_base["global_batch"]
@@ -238,4 +245,3 @@ def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset,
         if step % preset.save_steps == 0 or step == preset.train_steps:
             ckpt.save_checkpoint(accelerator, args.model_dir, step, write_model,
                                  dict(state_base, step=step, examples_seen=examples_seen), preset.save_total_limit)
-    bar.close()
