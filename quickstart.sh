@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the bundled sample corpus, end to end, in a folder of its own.
+# The main job on the bundled sample corpus, end to end, in a folder of its own:
+# train a tokenizer, pretrain a tiny BERT for 200 steps, and fill a mask with it.
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=quickstart
@@ -8,11 +9,18 @@ mkdir -p "$OUT"
 python train_tokenizer.py --input_file sample_corpus/sample.txt --model_dir "$OUT/tokenizer" \
     --vocab_size 2000 --num_files 2 --overwrite
 
-python - "$OUT/tokenizer" <<'PY'
+python run_pretraining.py --input_file sample_corpus/sample.txt --tokenizer_dir "$OUT/tokenizer" \
+    --model_dir "$OUT/bert-tiny" --parameter_file parameter.json --model_type bert-tiny \
+    --do_whole_word_mask --dataset_dir "$OUT/examples" --logging_dir "$OUT/runs" --overwrite_output_dir
+
+python - "$OUT/tokenizer" "$OUT/bert-tiny" <<'PY'
 import sys
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, pipeline
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
 text = "朝早く起きて、窓を開けると冷たい空気が部屋に入ってきた。"
 print(type(tokenizer).__name__, "->", tokenizer.tokenize(text))
-print("ids:", tokenizer(text)["input_ids"])
+fill = pipeline("fill-mask", model=sys.argv[2])
+for guess in fill("朝早く起きて、窓を[MASK]と冷たい空気が部屋に入ってきた。")[:3]:
+    print(f"{guess['score']:.3f}  {guess['sequence']}")
 PY
+echo "TensorBoard: tensorboard --logdir $OUT/runs"
