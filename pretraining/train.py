@@ -46,7 +46,10 @@ def optimizer_for(model, preset):
             continue
         (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=preset.learning_rate, betas=(0.9, 0.999), eps=1e-6)
+    try:  # the fused kernel (CPU and GPU in recent torch) is what the stock Trainer uses too
+        return torch.optim.AdamW(groups, lr=preset.learning_rate, betas=(0.9, 0.999), eps=1e-6, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=preset.learning_rate, betas=(0.9, 0.999), eps=1e-6)
 
 
 def build_model(family, preset, vocab, seed):

@@ -1,0 +1,121 @@
+"""Pretraining speed: run_pretraining.py against the stock transformers Trainer, side by side.
+
+Same model (BertForPreTraining, 4 layers x 256 hidden x 4 heads), same batch (16), same
+data (Aozora NSP examples of length 128), torch on the machine's cores. Prints s/step and
+tokens/s of both, the share of a step our data loading takes, and how long a resume takes.
+
+    python benchmarks/bench_pretraining.py [--steps 40]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import ROOT, aozora_corpus, timed_command  # noqa: E402
+
+PRESET = {"number-of-layers": 4, "hidden-size": 256, "ffn-inner-hidden-size": 1024, "attention-heads": 4,
+          "sequence-length": 128, "warmup-steps": 10, "learning-rate": 1e-4, "batch-size": {"-1": 16},
+          "save-steps": 40, "dropout": 0.1}
+
+TRAINER_SCRIPT = r"""
+import json, sys, time, torch
+from datasets import load_from_disk
+from transformers import (AutoTokenizer, BertConfig, BertForPreTraining, DataCollatorForLanguageModeling, Trainer,
+                          TrainerCallback, TrainingArguments)
+examples, tokenizer_dir, steps, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(int(sys.argv[5]))
+tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+dataset = load_from_disk(examples).remove_columns(["word_ids"])
+config = BertConfig(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                    intermediate_size=1024, max_position_embeddings=512)
+model = BertForPreTraining(config)
+times = {}
+class Clock(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        times[state.global_step] = time.perf_counter()
+args = TrainingArguments(output_dir="/tmp/bench-trainer", per_device_train_batch_size=16, max_steps=steps,
+                         learning_rate=1e-4, warmup_steps=10, logging_steps=1000, save_strategy="no", report_to=[],
+                         use_cpu=True, dataloader_num_workers=0, disable_tqdm=True, max_grad_norm=1.0)
+Trainer(model=model, args=args, train_dataset=dataset, data_collator=DataCollatorForLanguageModeling(tokenizer),
+        callbacks=[Clock()]).train()
+print(json.dumps({"s_per_step": (times[steps] - times[warm]) / (steps - warm)}))
+"""
+
+
+def event_times(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(run_dir)
+    events.Reload()
+    return {e.step: e.wall_time for e in events.Scalars("loss")}
+
+
+def data_loading_seconds(examples, tokenizer_dir, batches):
+    """Time our sampler + dataset + collator alone for ``batches`` batches."""
+    import torch
+
+    from pretraining.data import load_examples
+    from pretraining.presets import parse_preset
+    from pretraining.registry import family_of, vocabulary_for
+    from pretraining.sampler import GlobalBatchSampler, IndexedExamples
+    from tokenizer.encoder import SubwordEncoder
+
+    preset = parse_preset("bert-bench", dict(PRESET, **{"train-steps": batches, "logging-steps": 1}))
+    dataset, _ = load_examples(examples)
+    vocab = vocabulary_for(preset, SubwordEncoder(tokenizer_dir))
+    collator = family_of(preset).make_collator(preset, vocab, 42, True)
+    loader = torch.utils.data.DataLoader(IndexedExamples(dataset), batch_sampler=GlobalBatchSampler(len(dataset), [16], 0, 42),
+                                         collate_fn=collator)
+    started = time.perf_counter()
+    for _, _ in zip(range(batches), loader):
+        pass
+    return (time.perf_counter() - started) / batches
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warm", type=int, default=10, help="steps left out of the timing")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        corpus = aozora_corpus(work)
+        tokenizer_dir = os.path.join(work, "tok")
+        timed_command([sys.executable, os.path.join(ROOT, "train_tokenizer.py"), "--input_file", corpus,
+                       "--model_dir", tokenizer_dir, "--vocab_size", "32768", "--num_files", "2", "--quiet"])
+        params = os.path.join(work, "parameter.json")
+        json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps, "logging-steps": 1})}, open(params, "w"))
+        examples = os.path.join(work, "examples")
+        model_dir = os.path.join(work, "model")
+        common = [sys.executable, os.path.join(ROOT, "run_pretraining.py"), "--input_file", corpus,
+                  "--tokenizer_dir", tokenizer_dir, "--parameter_file", params, "--model_type", "bert-bench",
+                  "--model_dir", model_dir, "--dataset_dir", examples, "--logging_dir", os.path.join(work, "runs"),
+                  "--run_name", "ours"]
+        timed_command(common[:] + ["--prepare_only"])
+        timed_command(common)
+        times = event_times(os.path.join(work, "runs", "ours"))
+        ours = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)
+
+        result = subprocess.run([sys.executable, "-c", TRAINER_SCRIPT, examples, tokenizer_dir, str(args.steps),
+                                 str(args.warm), str(args.threads)], capture_output=True, text=True)
+        if result.returncode:
+            sys.exit(result.stderr[-3000:])
+        stock = json.loads(result.stdout.strip().splitlines()[-1])["s_per_step"]
+        tokens = 16 * 128
+        print(f"BertForPreTraining 4x256x4, seq 128, batch 16, {args.threads} threads, steps {args.warm}-{args.steps}:")
+        print(f"  run_pretraining.py : {ours:.3f} s/step, {tokens / ours:,.0f} tokens/s")
+        print(f"  transformers Trainer: {stock:.3f} s/step, {tokens / stock:,.0f} tokens/s")
+        loading = data_loading_seconds(examples, tokenizer_dir, 50)
+        print(f"  our data loading + masking: {loading * 1000:.1f} ms/batch = {100 * loading / ours:.1f}% of a step")
+
+        # resume: continue one more step from the last checkpoint (start-up, load, one step, save)
+        json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps + 1, "logging-steps": 1,
+                                                 "save-steps": args.steps})}, open(params, "w"))
+        seconds, _, _ = timed_command(common + ["--do_continue", "--disable_overwrite_cache"])
+        print(f"  --do_continue from step {args.steps} to {args.steps + 1}, whole process: {seconds:.1f} s")
