@@ -42,6 +42,9 @@ def set_cpu_threads():
     """On CPU, share the cores among the local processes (oversubscription is several times slower)."""
     if torch.cuda.is_available():
         return
+    if os.environ.get("OMP_NUM_THREADS"):  # the user chose
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        return
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
