@@ -134,6 +134,11 @@ def run_training(args, preset):
     my_batch = rank_batch_size(preset, args.node_rank)
     rank_batches = gather_object([my_batch]) if accelerator.num_processes > 1 else [my_batch]
 
+    if accelerator.state.deepspeed_plugin is not None:
+        # DeepSpeed wants the micro-batch size, which accelerate reads from prepared loaders;
+        # ours is not prepared (the sampler shards the data itself).
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = my_batch
+
     model = build_model(family, preset, vocab, args.seed)
     optimizer = optimizer_for(model, preset)
     from transformers import get_linear_schedule_with_warmup
