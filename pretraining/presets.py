@@ -204,6 +204,12 @@ def _check_ranges(p):
     if p.example_kind == "nsp" or p.example_kind == "sop":
         if p.sequence_length < 8:
             raise UserError(f"{where}: \"sequence-length\" must be at least 8 for sentence pairs")
+    if p.family == "electra":
+        from electra.model import generator_sizes
+
+        generator_sizes(p)  # a generator without a whole attention head is refused here, before any work
+        if not 0 < p.mask_percent < 100:
+            raise UserError(f"{where}: \"mask-percent\" must be between 0 and 100")
     if not 0 < p.noise_density < 1 or p.mean_noise_span_length < 1:
         raise UserError(f"{where}: \"noise-density\" must be in (0, 1) and \"mean-noise-span-length\" at least 1")
 

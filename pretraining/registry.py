@@ -35,8 +35,10 @@ class Family:
     build_config: Callable
     model_class: Callable  # () -> the transformers class
     make_collator: Callable  # (preset, vocab, seed, whole_word) -> collator
-    losses: Callable  # (model, batch) -> {name: (sum, count)}
-    frozen_modules: Callable  # (model, n_layers) -> modules to freeze
+    losses: Callable  # (model, batch) -> {name: (sum, count)}; names "acc/..." are logged, not trained on
+    frozen_modules: Callable = None  # (model, n_layers) -> modules to freeze
+    create: Callable = None  # (preset, vocab) -> model, for families that do not fit the one-config path
+    loss_weights: Callable = lambda preset: {}  # name -> weight (default 1)
 
 
 def _sum_ce(logits, labels):
@@ -160,6 +162,15 @@ def _transformers(name):
     return load
 
 
+def _electra(name):
+    def call(*args):
+        from electra import model
+
+        return getattr(model, name)(*args)
+
+    return call
+
+
 FAMILIES = {
     "bert": Family("bert", "AutoModelForPreTraining", _bert_config, _transformers("BertForPreTraining"),
                    _mlm_collator, _pair_losses("seq_relationship_logits", "next_sentence_label", "nsp"), _bert_frozen),
@@ -170,6 +181,9 @@ FAMILIES = {
                    lambda *a: CausalLMCollator(), causal_lm_losses, _gpt2_frozen),
     "t5": Family("t5", "AutoModelForSeq2SeqLM", _t5_config,
                  _transformers("T5ForConditionalGeneration"), lambda *a: Seq2SeqCollator(), _t5_losses, _t5_frozen),
+    "electra": Family("electra", "AutoModelForPreTraining", None, None, _mlm_collator, _electra("electra_losses"),
+                      create=_electra("create_electra"),
+                      loss_weights=lambda preset: {"discriminator": preset.discriminator_weight}),
 }
 
 

@@ -55,6 +55,9 @@ def optimizer_for(model, preset):
 def build_model(family, preset, vocab, seed):
     from accelerate.utils import set_seed
 
+    if family.create is not None:
+        set_seed(seed)
+        return family.create(preset, vocab)
     model_class = family.model_class()
     if preset.pretrained_model_name_or_path:
         path = preset.pretrained_model_name_or_path
@@ -181,8 +184,12 @@ def run_training(args, preset):
                   "global_batch": sum(rank_batches), "rank_batches": rank_batches}
 
     def write_model(directory):
-        accelerator.unwrap_model(model).save_pretrained(directory)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(directory)
         tokenizer_files.write(directory)
+        for part in ("generator", "discriminator"):  # ELECTRA: each part loads with its tokenizer
+            if os.path.isdir(os.path.join(directory, part)):
+                tokenizer_files.write(os.path.join(directory, part))
         with open(os.path.join(directory, PRESET_FILE), "w", encoding="utf-8") as f:
             json.dump({"model_type": preset.model_type, "family": preset.family, "parameters": preset.raw,
                        "seed": args.seed, "whole_word_mask": args.do_whole_word_mask}, f, indent=2)
@@ -204,6 +211,7 @@ def run_training(args, preset):
 def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset, step, write_model, state_base, args,
                bar):
     parameters = [p for p in model.parameters() if p.requires_grad]
+    weights = family.loss_weights(preset)
     window = {"sums": None, "micro": 0, "tokens": 0, "started": time.time()}
     examples_seen = step * preset.accumulation_steps * state_base["global_batch"]
     grad_norm = torch.tensor(0.0)
@@ -219,9 +227,11 @@ def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset,
                                 + [torch.tensor(float(batch["input_ids"].numel()), device=accelerator.device)])
             totals = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
             # each rank's share of the global mean: sum / global count, times the ranks DDP averages over
-            loss = sum(losses[n][0] / totals[2 * k + 1].clamp(min=1) for k, n in enumerate(names))
+            trained = [(k, n) for k, n in enumerate(names) if not n.startswith("acc/")]
+            loss = sum(weights.get(n, 1.0) * losses[n][0] / totals[2 * k + 1].clamp(min=1) for k, n in trained)
             loss = loss * accelerator.num_processes
-            global_loss = sum((totals[2 * k] / totals[2 * k + 1].clamp(min=1)).item() for k in range(len(names)))
+            global_loss = sum(weights.get(n, 1.0) * (totals[2 * k] / totals[2 * k + 1].clamp(min=1)).item()
+                              for k, n in trained)
             if not math.isfinite(global_loss):
                 last = ckpt.newest_checkpoint(args.model_dir)
                 raise UserError(f"the loss became {global_loss} at step {step + 1}; the last good checkpoint is "
@@ -242,8 +252,9 @@ def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset,
         if step % preset.logging_steps == 0 or step == preset.train_steps:
             sums = window["sums"]
             seconds = time.time() - window["started"]
-            values = {f"loss/{n}": (sums[2 * k] / sums[2 * k + 1].clamp(min=1)).item() for k, n in enumerate(names)}
-            values["loss"] = sum(values.values())
+            means = {n: (sums[2 * k] / sums[2 * k + 1].clamp(min=1)).item() for k, n in enumerate(names)}
+            values = {(n if n.startswith("acc/") else f"loss/{n}"): v for n, v in means.items()}
+            values["loss"] = sum(weights.get(n, 1.0) * v for n, v in means.items() if not n.startswith("acc/"))
             values.update({"lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                            "tokens_per_second": sums[-1].item() / max(seconds, 1e-9), "examples_seen": examples_seen})
             accelerator.log(values, step=step)

@@ -1,0 +1,84 @@
+"""Split an ELECTRA pretraining checkpoint into a generator and a discriminator directory.
+
+Each output is a plain Hugging Face directory with the tokenizer: generator/ loads with
+AutoModelForMaskedLM (ElectraForMaskedLM), discriminator/ with AutoModelForPreTraining
+(ElectraForPreTraining), both with the shared embeddings included.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+from pretraining.checkpoints import STATE_FILE
+from pretraining.presets import load_preset
+from pretraining.train import PRESET_FILE
+from tokenizer.errors import UserError
+
+from .model import DISCRIMINATOR_DIR, GENERATOR_DIR
+
+MODEL_FILES = ("config.json", "model.safetensors")
+
+
+def check_checkpoint(input_dir):
+    """The recorded preset of a complete ELECTRA checkpoint or final model directory."""
+    name = os.path.basename(os.path.normpath(input_dir))
+    if not os.path.isdir(input_dir):
+        raise UserError(f"--input_dir {input_dir} does not exist")
+    if name.startswith(".checkpoint-") or (name.startswith("checkpoint-")
+                                           and not os.path.isfile(os.path.join(input_dir, STATE_FILE))):
+        raise UserError(f"--input_dir {input_dir} is a half-written checkpoint: use a complete checkpoint-<step> "
+                        "or the final model directory")
+    record_path = os.path.join(input_dir, PRESET_FILE)
+    if not os.path.isfile(record_path):
+        raise UserError(f"--input_dir {input_dir} is not a checkpoint of run_pretraining.py (no {PRESET_FILE})")
+    with open(record_path, encoding="utf-8") as f:
+        record = json.load(f)
+    if record.get("family") != "electra":
+        raise UserError(f"--input_dir {input_dir} holds a {record.get('family')} model, not ELECTRA")
+    for part in (GENERATOR_DIR, DISCRIMINATOR_DIR):
+        missing = [n for n in MODEL_FILES if not os.path.isfile(os.path.join(input_dir, part, n))]
+        if missing:
+            raise UserError(f"--input_dir {input_dir} is incomplete: {part}/ lacks {', '.join(missing)}")
+    return record
+
+
+def check_agreement(record, parameter_file, model_type):
+    """--parameter_file/--model_type, when given, must describe the checkpoint's model."""
+    if model_type is None:
+        return
+    if model_type != record["model_type"]:
+        raise UserError(f"--model_type {model_type} disagrees with the checkpoint, trained as {record['model_type']}: "
+                        "drop --parameter_file/--model_type (the checkpoint records its own) or name the right one")
+    preset = load_preset(parameter_file, model_type)
+    keys = ("number-of-layers", "hidden-size", "embedding-size", "ffn-inner-hidden-size", "attention-heads",
+            "generator-size")
+    differing = [k for k in keys if preset.raw.get(k) != record["parameters"].get(k)]
+    if differing:
+        raise UserError(f"{parameter_file} '{model_type}' differs from the checkpoint in {', '.join(differing)}: "
+                        "drop --parameter_file/--model_type, or restore the preset the model was trained with")
+
+
+def extract(input_dir, output_dir, generator=True, discriminator=True, parameter_file=None, model_type=None,
+            overwrite=False):
+    if not (generator or discriminator):
+        raise UserError("nothing to extract: pass --generator, --discriminator or both")
+    if (parameter_file is None) != (model_type is None) and model_type is None:
+        raise UserError("--parameter_file needs --model_type")
+    record = check_checkpoint(input_dir)
+    check_agreement(record, parameter_file or "parameter.json", model_type)
+    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise UserError(f"--output_dir {output_dir} exists and is not empty: pass --overwrite to replace it")
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".extract-", dir=parent)
+    try:
+        parts = [p for p, wanted in ((GENERATOR_DIR, generator), (DISCRIMINATOR_DIR, discriminator)) if wanted]
+        for part in parts:
+            shutil.copytree(os.path.join(input_dir, part), os.path.join(staging, part))
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.rename(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [os.path.join(output_dir, p) for p in parts]
