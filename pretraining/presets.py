@@ -204,6 +204,16 @@ def _check_ranges(p):
     if p.example_kind == "nsp" or p.example_kind == "sop":
         if p.sequence_length < 8:
             raise UserError(f"{where}: \"sequence-length\" must be at least 8 for sentence pairs")
+    if p.family == "gatedcnn":
+        if p.kernel_size is not None and p.kernel_size < 1:
+            raise UserError(f"{where}: \"kernel-size\" must be at least 1, not {p.kernel_size}")
+        block = p.block_size or 1
+        if block < 1 or p.number_of_layers % block:
+            raise UserError(f"{where}: a residual joins every \"block-size\" layers, so \"number-of-layers\" "
+                            f"{p.number_of_layers} must be divisible by it (block-size {p.block_size})")
+    for key, value in (("embedding-size", p.embedding_size), ("projection-size", p.projection_size)):
+        if value is not None and value < 1:
+            raise UserError(f"{where}: \"{key}\" must be at least 1")
     if p.family == "electra":
         from electra.model import generator_sizes
 

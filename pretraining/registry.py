@@ -162,6 +162,62 @@ def _transformers(name):
     return load
 
 
+# ---- GatedCNN, LSTM, ELMo (pretraining/models/) ----
+
+def _models():
+    from . import models
+
+    return models
+
+
+def _recurrent_config(family):
+    def build(preset, vocab):
+        models = _models()
+        config_class = models.FAMILY_CLASSES[family][0]
+        sizes = dict(vocab_size=vocab.size, embedding_size=preset.embedding_size or preset.hidden_size,
+                     hidden_size=preset.hidden_size, num_layers=preset.number_of_layers,
+                     dropout=_dropout(preset, 0.1), pad_token_id=vocab.pad_id, bos_token_id=vocab.cls_id,
+                     eos_token_id=vocab.sep_id)
+        if family == "gatedcnn":
+            sizes.update(kernel_size=preset.kernel_size or 4, block_size=preset.block_size or 1)
+        elif family == "lstm":
+            sizes.update(tie_word_embeddings=bool(preset.tie_weights))
+        else:
+            sizes.update(projection_size=preset.projection_size or preset.embedding_size or preset.hidden_size)
+        config = config_class(**sizes)
+        models.add_base_model_to_auto_map(config, family)
+        return config
+
+    return build
+
+
+def _head(family):
+    return lambda: _models().FAMILY_CLASSES[family][2]
+
+
+def _elmo_losses(model, batch):
+    ids = batch["input_ids"]
+    outputs = model(input_ids=ids)
+    return {"forward": _sum_ce(outputs.forward_logits[:, :-1], ids[:, 1:]),
+            "backward": _sum_ce(outputs.backward_logits[:, 1:], ids[:, :-1])}
+
+
+def _gatedcnn_frozen(model, n):
+    return [model.gated_cnn.embeddings, *model.gated_cnn.layers[:n]]
+
+
+def _lstm_frozen(model, n):
+    if n > 0:
+        raise UserError("flozen-layers: the LSTM's layers are one torch module; use 0 (embeddings) or -1 (none)")
+    return [model.lstm_lm.embeddings]
+
+
+def _elmo_frozen(model, n):
+    elmo = model.elmo
+    return [elmo.embeddings, elmo.token_projection, *elmo.forward_stack.cells[:n], *elmo.forward_stack.projections[:n],
+            *elmo.backward_stack.cells[:n], *elmo.backward_stack.projections[:n]]
+
+
 def _electra(name):
     def call(*args):
         from electra import model
@@ -181,6 +237,13 @@ FAMILIES = {
                    lambda *a: CausalLMCollator(), causal_lm_losses, _gpt2_frozen),
     "t5": Family("t5", "AutoModelForSeq2SeqLM", _t5_config,
                  _transformers("T5ForConditionalGeneration"), lambda *a: Seq2SeqCollator(), _t5_losses, _t5_frozen),
+    "gatedcnn": Family("gatedcnn", "AutoModelForCausalLM", _recurrent_config("gatedcnn"), _head("gatedcnn"),
+                       lambda *a: CausalLMCollator(), causal_lm_losses, _gatedcnn_frozen),
+    "lstm": Family("lstm", "AutoModelForCausalLM", _recurrent_config("lstm"), _head("lstm"),
+                   lambda *a: CausalLMCollator(), causal_lm_losses, _lstm_frozen),
+    "elmo": Family("elmo", "AutoModelForPreTraining", _recurrent_config("elmo"), _head("elmo"),
+                   lambda *a: CausalLMCollator(), _elmo_losses, _elmo_frozen,
+                   loss_weights=lambda preset: {"forward": 0.5, "backward": 0.5}),
     "electra": Family("electra", "AutoModelForPreTraining", None, None, _mlm_collator, _electra("electra_losses"),
                       create=_electra("create_electra"),
                       loss_weights=lambda preset: {"discriminator": preset.discriminator_weight}),

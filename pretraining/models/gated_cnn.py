@@ -1,0 +1,105 @@
+"""GatedCNN language model (Dauphin et al., 2017, "Language Modeling with Gated Convolutional Networks").
+
+Self-contained (torch + transformers only): saved beside models for trust_remote_code.
+Each layer is a causal convolution (padded on the left only) followed by a gated linear
+unit, h = (X*W + b) * sigmoid(X*V + c); a residual connection joins every ``block_size``
+layers. UER-py's names map as: emb_size -> embedding_size, hidden_size, layers_num ->
+num_layers, kernel_size, block_size.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
+
+
+class GatedCnnConfig(PretrainedConfig):
+    model_type = "gated_cnn"
+
+    def __init__(self, vocab_size=32768, embedding_size=256, hidden_size=256, num_layers=8, kernel_size=4,
+                 block_size=2, dropout=0.1, tie_word_embeddings=False, initializer_range=0.02, **kwargs):
+        self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
+        self.num_layers, self.kernel_size, self.block_size = num_layers, kernel_size, block_size
+        self.dropout, self.initializer_range = dropout, initializer_range
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+
+class CausalGluConv(nn.Module):
+    def __init__(self, in_channels, out_channels, kernel_size):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv1d(in_channels, 2 * out_channels, kernel_size)
+
+    def forward(self, x):  # x: [batch, channels, time]
+        return F.glu(self.conv(F.pad(x, (self.kernel_size - 1, 0))), dim=1)
+
+
+class GatedCnnPreTrainedModel(PreTrainedModel):
+    config_class = GatedCnnConfig
+    base_model_prefix = "gated_cnn"
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+        if isinstance(module, (nn.Linear, nn.Conv1d)) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class GatedCnnModel(GatedCnnPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.layers = nn.ModuleList(
+            CausalGluConv(config.embedding_size if i == 0 else config.hidden_size, config.hidden_size,
+                          config.kernel_size)
+            for i in range(config.num_layers)
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings = value
+
+    def forward(self, input_ids, output_hidden_states=False, **kwargs):
+        x = self.dropout(self.embeddings(input_ids)).transpose(1, 2)
+        hidden_states, residual = [], None
+        for i, layer in enumerate(self.layers):
+            if i % self.config.block_size == 0:
+                residual = x if x.size(1) == self.config.hidden_size else None
+            x = self.dropout(layer(x))
+            if (i + 1) % self.config.block_size == 0 and residual is not None:
+                x = x + residual
+            if output_hidden_states:
+                hidden_states.append(x.transpose(1, 2))
+        return BaseModelOutput(last_hidden_state=x.transpose(1, 2),
+                               hidden_states=tuple(hidden_states) if output_hidden_states else None)
+
+
+class GatedCnnForCausalLM(GatedCnnPreTrainedModel, GenerationMixin):
+    def __init__(self, config):
+        super().__init__(config)
+        self.gated_cnn = GatedCnnModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls):
+        return False  # no cache: each step runs the (causal) convolutions over the whole prefix
+
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        return {"input_ids": input_ids}
+
+    def forward(self, input_ids, labels=None, output_hidden_states=False, **kwargs):
+        outputs = self.gated_cnn(input_ids, output_hidden_states=output_hidden_states)
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1))
+        return CausalLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)

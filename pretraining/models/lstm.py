@@ -1,0 +1,105 @@
+"""LSTM language model: embedding, a multi-layer LSTM with dropout, optionally tied softmax.
+
+Self-contained (torch + transformers only): saved beside models for trust_remote_code.
+``generate()`` carries the recurrent state between steps (returned as ``state``, the way
+transformers' RWKV does) instead of re-running the prefix.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+
+class LstmLmConfig(PretrainedConfig):
+    model_type = "lstm_lm"
+
+    def __init__(self, vocab_size=32768, embedding_size=256, hidden_size=512, num_layers=2, dropout=0.1,
+                 tie_word_embeddings=False, initializer_range=0.05, **kwargs):
+        self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
+        self.num_layers, self.dropout, self.initializer_range = num_layers, dropout, initializer_range
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+
+@dataclass
+class LstmOutput(ModelOutput):
+    loss: torch.Tensor = None
+    logits: torch.Tensor = None
+    last_hidden_state: torch.Tensor = None
+    state: tuple = None  # (h, c), each [num_layers, batch, hidden_size]
+
+
+class LstmPreTrainedModel(PreTrainedModel):
+    config_class = LstmLmConfig
+    base_model_prefix = "lstm_lm"
+
+    def _init_weights(self, module):
+        r = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.uniform_(module.weight, -r, r)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LSTM):
+            for name, parameter in module.named_parameters():
+                nn.init.uniform_(parameter, -r, r) if "weight" in name else nn.init.zeros_(parameter)
+
+
+class LstmModel(LstmPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.lstm = nn.LSTM(config.embedding_size, config.hidden_size, config.num_layers, batch_first=True,
+                            dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(config.dropout)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings = value
+
+    def forward(self, input_ids, state=None, **kwargs):
+        x = self.dropout(self.embeddings(input_ids))
+        output, state = self.lstm(x, state)
+        return LstmOutput(last_hidden_state=self.dropout(output), state=state)
+
+
+class LstmForCausalLM(LstmPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "lstm_lm.embeddings.weight"}  # used when tie_word_embeddings
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.lstm_lm = LstmModel(config)
+        # a tied softmax needs the embedding width: project the LSTM output to it
+        self.projection = (nn.Linear(config.hidden_size, config.embedding_size)
+                           if config.tie_word_embeddings and config.hidden_size != config.embedding_size else None)
+        width = config.embedding_size if config.tie_word_embeddings else config.hidden_size
+        self.lm_head = nn.Linear(width, config.vocab_size)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls):
+        return False  # the recurrent state travels as `state`
+
+    def prepare_inputs_for_generation(self, input_ids, state=None, **kwargs):
+        if state is not None:
+            input_ids = input_ids[:, -1:]  # the state already holds the prefix
+        return {"input_ids": input_ids, "state": state}
+
+    def forward(self, input_ids, state=None, labels=None, **kwargs):
+        outputs = self.lstm_lm(input_ids, state=state)
+        hidden = outputs.last_hidden_state
+        if self.projection is not None:
+            hidden = self.projection(hidden)
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1))
+        return LstmOutput(loss=loss, logits=logits, last_hidden_state=outputs.last_hidden_state, state=outputs.state)

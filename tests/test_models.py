@@ -1,0 +1,179 @@
+"""GatedCNN, LSTM and ELMo: causality, remote-code round trips, generate, training, presets."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_python
+from pretraining.models import FAMILY_CLASSES
+from pretraining.presets import parse_preset
+from test_pretraining import TINY, logged, pretrain
+from tokenizer.errors import UserError
+
+SIZES = {
+    "gatedcnn": dict(vocab_size=60, embedding_size=16, hidden_size=16, num_layers=4, kernel_size=3, block_size=2),
+    "lstm": dict(vocab_size=60, embedding_size=16, hidden_size=24, num_layers=2, tie_word_embeddings=True),
+    "elmo": dict(vocab_size=60, embedding_size=16, hidden_size=24, projection_size=8, num_layers=2),
+}
+RECURRENT = {"number-of-layers": 2, "hidden-size": 64, "embedding-size": 32, "sequence-length": 32,
+             "warmup-steps": 2, "learning-rate": 5e-3, "batch-size": {"-1": 8}, "train-steps": 30,
+             "save-steps": 30, "logging-steps": 1}
+PRESETS = {
+    "gatedcnn-test": dict(RECURRENT, **{"kernel-size": 3, "block-size": 2}),
+    "lstm-test": dict(RECURRENT, **{"tie-weights": True}),
+    "elmo-test": dict(RECURRENT, **{"projection-size": 32}),
+}
+
+
+def tiny(family):
+    config_class, _, head, _ = FAMILY_CLASSES[family]
+    torch.manual_seed(0)
+    return head(config_class(**SIZES[family])).eval()
+
+
+@pytest.mark.parametrize("family", ["gatedcnn", "lstm"])
+def test_forward_models_are_causal(family):
+    model = tiny(family)
+    ids = torch.randint(5, 60, (2, 12))
+    changed = ids.clone()
+    changed[:, 7:] = torch.randint(5, 60, (2, 5))
+    with torch.no_grad():
+        a, b = model(ids).logits, model(changed).logits
+    assert torch.allclose(a[:, :7], b[:, :7], atol=1e-6)
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_elmo_directions_see_only_their_side():
+    model = tiny("elmo")
+    ids = torch.randint(5, 60, (2, 12))
+    later, earlier = ids.clone(), ids.clone()
+    later[:, 7:] = torch.randint(5, 60, (2, 5))
+    earlier[:, :5] = torch.randint(5, 60, (2, 5))
+    with torch.no_grad():
+        base, after_later, after_earlier = model(ids), model(later), model(earlier)
+    # the forward stack up to t ignores what comes after t, the backward stack from t what comes before
+    for layer in range(2):
+        assert torch.allclose(base.forward_states[layer][:, :7], after_later.forward_states[layer][:, :7], atol=1e-6)
+        assert torch.allclose(base.backward_states[layer][:, 5:], after_earlier.backward_states[layer][:, 5:], atol=1e-6)
+        assert not torch.allclose(base.backward_states[layer][:, :7], after_later.backward_states[layer][:, :7])
+    # the backward LM predicts token t-1 from positions >= t: it never sees the token it predicts
+    assert torch.allclose(base.backward_logits[:, 5:], after_earlier.backward_logits[:, 5:], atol=1e-6)
+    base_model = model.elmo(ids)
+    assert len(base_model.layer_representations) == 3
+    assert base_model.mixed_representation.shape == (2, 12, 16)
+
+
+def test_lstm_generate_carries_the_state():
+    model = tiny("lstm")
+    lengths = []
+    original = model.forward
+
+    def spy(input_ids, **kwargs):
+        lengths.append(input_ids.shape[1])
+        return original(input_ids, **kwargs)
+
+    model.forward = spy
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    out = model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert lengths == [4, 1, 1, 1, 1]  # the prefix once, then one token a step
+    with torch.no_grad():  # greedy continuation equals re-running the whole prefix each time
+        ids = prompt
+        for _ in range(5):
+            ids = torch.cat([ids, original(ids).logits[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(out, ids)
+
+
+@pytest.mark.parametrize("family", ["gatedcnn", "lstm", "elmo"])
+def test_round_trip_without_project(family, tmp_path):
+    model = tiny(family)
+    _, _, _, auto = FAMILY_CLASSES[family]
+    from pretraining.models import add_base_model_to_auto_map
+
+    add_base_model_to_auto_map(model.config, family)
+    model.save_pretrained(tmp_path / family)
+    ids = torch.randint(5, 60, (1, 9))
+    with torch.no_grad():
+        out = model(ids)
+        expected = (out.forward_logits if family == "elmo" else out.logits).tolist()
+        hidden = model.elmo(ids).mixed_representation if family == "elmo" else None
+    code = f"""
+import json, torch, transformers
+from transformers import AutoConfig, AutoModel
+path = {str(tmp_path / family)!r}
+model = getattr(transformers, {auto.__name__!r}).from_pretrained(path, trust_remote_code=True).eval()
+base = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
+assert AutoConfig.from_pretrained(path, trust_remote_code=True).model_type == {model.config.model_type!r}
+ids = torch.tensor({ids.tolist()})
+with torch.no_grad():
+    out = model(ids)
+    logits = out.forward_logits if {family!r} == "elmo" else out.logits
+    extra = base(ids).mixed_representation.tolist() if {family!r} == "elmo" else None
+print(json.dumps([logits.tolist(), extra, type(model).__name__, type(base).__name__]))
+"""
+    result = run_python(code, cwd=str(tmp_path), block_project=True)
+    logits, extra, head_name, base_name = json.loads(result.stdout.strip().splitlines()[-1])
+    assert torch.allclose(torch.tensor(logits), torch.tensor(expected), atol=1e-6)
+    assert head_name == type(model).__name__ and base_name == FAMILY_CLASSES[family][1].__name__
+    if family == "elmo":
+        assert torch.allclose(torch.tensor(extra), hidden, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, wordpiece_dir):
+    work = tmp_path_factory.mktemp("families")
+    params = work / "parameter.json"
+    params.write_text(json.dumps(PRESETS))
+    dirs = {}
+    for model_type in PRESETS:
+        dirs[model_type] = work / model_type
+        pretrain(str(params), wordpiece_dir, dirs[model_type], model_type)
+    return dirs
+
+
+@pytest.mark.parametrize("model_type,tags", [("gatedcnn-test", ["loss/lm"]), ("lstm-test", ["loss/lm"]),
+                                             ("elmo-test", ["loss/forward", "loss/backward"])])
+def test_loss_falls_on_the_sample_corpus(trained, model_type, tags):
+    for tag in ["loss"] + tags:
+        values = logged(trained[model_type], tag)
+        assert np.mean(values[-3:]) < np.mean(values[:3]) - 1.0, (tag, values)
+
+
+@pytest.mark.parametrize("model_type", ["gatedcnn-test", "lstm-test"])
+def test_generate_continues_a_japanese_prompt(trained, model_type, tmp_path):
+    path = str(trained[model_type])
+    code = f"""
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained({path!r})
+model = AutoModelForCausalLM.from_pretrained({path!r}, trust_remote_code=True).eval()
+prompt = tokenizer("朝早く起きて", add_special_tokens=False, return_tensors="pt")["input_ids"]
+out = model.generate(prompt, max_new_tokens=8, do_sample=False)
+new = out[0, prompt.shape[1]:]
+assert len(new) == 8
+print(tokenizer.decode(new))
+"""
+    result = run_python(code, cwd=str(tmp_path), block_project=True)
+    assert result.stdout.strip()
+
+
+def test_auto_classes_after_importing_the_project(trained):
+    import pretraining.models  # noqa: F401  (registers the families)
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForPreTraining
+
+    assert type(AutoModelForCausalLM.from_pretrained(trained["gatedcnn-test"])).__name__ == "GatedCnnForCausalLM"
+    assert type(AutoModelForCausalLM.from_pretrained(trained["lstm-test"])).__name__ == "LstmForCausalLM"
+    assert type(AutoModelForPreTraining.from_pretrained(trained["elmo-test"])).__name__ == "ElmoForPreTraining"
+    assert type(AutoModel.from_pretrained(trained["elmo-test"])).__name__ == "ElmoModel"
+
+
+def test_bad_preset_values():
+    with pytest.raises(UserError, match='"kernel-size" must be at least 1, not 0'):
+        parse_preset("gatedcnn-x", dict(PRESETS["gatedcnn-test"], **{"kernel-size": 0}))
+    with pytest.raises(UserError, match='"number-of-layers" 3 must be divisible by it'):
+        parse_preset("gatedcnn-x", dict(PRESETS["gatedcnn-test"], **{"number-of-layers": 3}))
+    with pytest.raises(UserError, match='"projection-size" must be at least 1'):
+        parse_preset("elmo-x", dict(PRESETS["elmo-test"], **{"projection-size": 0}))
+    with pytest.raises(UserError, match='"hidden-size" 30 is not divisible by "attention-heads" 4'):
+        parse_preset("bert-x", dict(TINY, **{"hidden-size": 30, "attention-heads": 4}))
