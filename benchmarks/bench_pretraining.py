@@ -48,6 +48,53 @@ print(json.dumps({"s_per_step": (times[steps] - times[warm]) / (steps - warm)}))
 """
 
 
+ELECTRA = {"number-of-layers": 4, "hidden-size": 256, "embedding-size": 128, "ffn-inner-hidden-size": 1024,
+           "attention-heads": 4, "generator-size": "1/4", "sequence-length": 128, "warmup-steps": 10,
+           "learning-rate": 5e-4, "batch-size": {"-1": 16}, "save-steps": 100000, "dropout": 0.1}
+
+# The same ELECTRA work written as a plain loop over transformers' classes: shared embeddings,
+# tied generator head, sampling at masked positions, MLM + 50 x replaced-token-detection loss.
+PLAIN_ELECTRA = r"""
+import json, sys, time, torch, torch.nn.functional as F
+from datasets import load_from_disk
+from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, ElectraConfig, ElectraForMaskedLM,
+                          ElectraForPreTraining)
+examples, tokenizer_dir, steps, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(int(sys.argv[5]))
+tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+data = load_from_disk(examples).remove_columns(["word_ids"])
+common = dict(vocab_size=len(tokenizer), embedding_size=128, num_hidden_layers=4, max_position_embeddings=512)
+generator = ElectraForMaskedLM(ElectraConfig(hidden_size=64, num_attention_heads=1, intermediate_size=256, **common))
+discriminator = ElectraForPreTraining(ElectraConfig(hidden_size=256, num_attention_heads=4, intermediate_size=1024, **common))
+generator.electra.embeddings = discriminator.electra.embeddings
+generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
+parameters = list({id(p): p for m in (generator, discriminator) for p in m.parameters()}.values())
+optimizer = torch.optim.AdamW(parameters, lr=5e-4, fused=True)
+collate = DataCollatorForLanguageModeling(tokenizer)
+loader = torch.utils.data.DataLoader(data, batch_size=16, shuffle=True, collate_fn=collate)
+times = []
+for step, batch in zip(range(steps), loader):
+    logits = generator(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    masked = batch["labels"] != -100
+    mlm = F.cross_entropy(logits[masked], batch["labels"][masked])
+    with torch.no_grad():
+        sampled = torch.distributions.Categorical(logits=logits[masked]).sample()
+        original = torch.where(masked, batch["labels"], batch["input_ids"])
+        corrupted = batch["input_ids"].clone()
+        corrupted[masked] = sampled
+        replaced = (corrupted != original).float()
+    judged = discriminator(input_ids=corrupted, attention_mask=batch["attention_mask"]).logits
+    real = batch["attention_mask"].bool()
+    loss = mlm + 50 * F.binary_cross_entropy_with_logits(judged[real], replaced[real])
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    times.append(time.perf_counter())
+print(json.dumps({"s_per_step": (times[-1] - times[warm - 1]) / (steps - warm)}))
+"""
+
+
 def event_times(run_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -93,10 +140,14 @@ if __name__ == "__main__":
         json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps, "logging-steps": 1})}, open(params, "w"))
         examples = os.path.join(work, "examples")
         model_dir = os.path.join(work, "model")
-        common = [sys.executable, os.path.join(ROOT, "run_pretraining.py"), "--input_file", corpus,
-                  "--tokenizer_dir", tokenizer_dir, "--parameter_file", params, "--model_type", "bert-bench",
-                  "--model_dir", model_dir, "--dataset_dir", examples, "--logging_dir", os.path.join(work, "runs"),
-                  "--run_name", "ours"]
+
+        def command(model_type, model_dir, examples, run_name):
+            return [sys.executable, os.path.join(ROOT, "run_pretraining.py"), "--input_file", corpus,
+                    "--tokenizer_dir", tokenizer_dir, "--parameter_file", params, "--model_type", model_type,
+                    "--model_dir", model_dir, "--dataset_dir", examples, "--logging_dir", os.path.join(work, "runs"),
+                    "--run_name", run_name]
+
+        common = command("bert-bench", model_dir, examples, "ours")
         timed_command(common[:] + ["--prepare_only"])
         timed_command(common)
         times = event_times(os.path.join(work, "runs", "ours"))
@@ -113,6 +164,34 @@ if __name__ == "__main__":
         print(f"  transformers Trainer: {stock:.3f} s/step, {tokens / stock:,.0f} tokens/s")
         loading = data_loading_seconds(examples, tokenizer_dir, 50)
         print(f"  our data loading + masking: {loading * 1000:.1f} ms/batch = {100 * loading / ours:.1f}% of a step")
+
+        # ELECTRA: ours against the plain loop, same sizes, batch and (packed) data
+        json.dump({"electra-bench": dict(ELECTRA, **{"train-steps": args.steps, "logging-steps": 1})}, open(params, "w"))
+        electra_examples = os.path.join(work, "electra-examples")
+        electra = command("electra-bench", os.path.join(work, "electra-model"), electra_examples, "electra")
+        timed_command(electra + ["--prepare_only"])
+        timed_command(electra)
+        times = event_times(os.path.join(work, "runs", "electra"))
+        ours_electra = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)
+        result = subprocess.run([sys.executable, "-c", PLAIN_ELECTRA, electra_examples, tokenizer_dir, str(args.steps),
+                                 str(args.warm), str(args.threads)], capture_output=True, text=True)
+        if result.returncode:
+            sys.exit(result.stderr[-3000:])
+        plain = json.loads(result.stdout.strip().splitlines()[-1])["s_per_step"]
+        print("ELECTRA 4x256 (generator 1/4, embeddings 128), seq 128, batch 16:")
+        print(f"  run_pretraining.py : {ours_electra:.3f} s/step, {tokens / ours_electra:,.0f} tokens/s")
+        print(f"  plain loop over ElectraForMaskedLM + ElectraForPreTraining: {plain:.3f} s/step, "
+              f"{tokens / plain:,.0f} tokens/s")
+
+        # scaling: the BERT run on 1 process against 2 gloo processes of 1 thread each, same global batch
+        json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps, "logging-steps": 1})}, open(params, "w"))
+        scaled = command("bert-bench", os.path.join(work, "two-model"), examples, "two")
+        launcher = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2"]
+        subprocess.run(launcher + scaled[1:], capture_output=True, text=True, check=True)
+        times = event_times(os.path.join(work, "runs", "two"))
+        two = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)
+        print(f"scaling, BERT above, global batch 16: 1 process {tokens / ours:,.0f} tokens/s, "
+              f"2 processes x 1 thread {tokens / two:,.0f} tokens/s ({ours / two:.2f}x)")
 
         # resume: continue one more step from the last checkpoint (start-up, load, one step, save)
         json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps + 1, "logging-steps": 1,

@@ -212,7 +212,7 @@ def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset,
                bar):
     parameters = [p for p in model.parameters() if p.requires_grad]
     weights = family.loss_weights(preset)
-    window = {"sums": None, "micro": 0, "tokens": 0, "started": time.time()}
+    window = {"sums": None, "started": time.time()}
     examples_seen = step * preset.accumulation_steps * state_base["global_batch"]
     grad_norm = torch.tensor(0.0)
     model.train()
@@ -242,7 +242,6 @@ def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset,
             optimizer.step()
             optimizer.zero_grad()
         window["sums"] = totals if window["sums"] is None else window["sums"] + totals
-        window["micro"] += 1
         examples_seen += state_base["global_batch"]
         if not accelerator.sync_gradients:
             continue
@@ -260,7 +259,7 @@ def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset,
             accelerator.log(values, step=step)
             bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
                             tok_s=f"{values['tokens_per_second']:.0f}")
-            window = {"sums": None, "micro": 0, "tokens": 0, "started": time.time()}
+            window = {"sums": None, "started": time.time()}
         if step % preset.save_steps == 0 or step == preset.train_steps:
             ckpt.save_checkpoint(accelerator, args.model_dir, step, write_model,
                                  dict(state_base, step=step, examples_seen=examples_seen), preset.save_total_limit)
