@@ -6,6 +6,9 @@
 """
 
 import argparse
+import time
+
+PROCESS_START = time.time()  # for the resume time reported in the log
 
 from tokenizer.errors import UserError, exit_on_user_error
 

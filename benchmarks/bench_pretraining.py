@@ -113,7 +113,7 @@ def data_loading_seconds(examples, tokenizer_dir, batches):
     from pretraining.sampler import GlobalBatchSampler, IndexedExamples
     from tokenizer.encoder import SubwordEncoder
 
-    preset = parse_preset("bert-bench", dict(PRESET, **{"train-steps": batches, "logging-steps": 1}))
+    preset = parse_preset("bert-bench", dict(PRESET, **{"train-steps": batches, "logging-steps": 10}))
     dataset, _ = load_examples(examples)
     vocab = vocabulary_for(preset, SubwordEncoder(tokenizer_dir))
     collator = family_of(preset).make_collator(preset, vocab, 42, True)
@@ -130,6 +130,7 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warm", type=int, default=10, help="steps left out of the timing")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--parts", default="bert,electra,scaling,resume", help="which measurements, comma-separated")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         corpus = aozora_corpus(work)
@@ -137,7 +138,7 @@ if __name__ == "__main__":
         timed_command([sys.executable, os.path.join(ROOT, "train_tokenizer.py"), "--input_file", corpus,
                        "--model_dir", tokenizer_dir, "--vocab_size", "32768", "--num_files", "2", "--quiet"])
         params = os.path.join(work, "parameter.json")
-        json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps, "logging-steps": 1})}, open(params, "w"))
+        json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps, "logging-steps": 10})}, open(params, "w"))
         examples = os.path.join(work, "examples")
         model_dir = os.path.join(work, "model")
 
@@ -148,53 +149,61 @@ if __name__ == "__main__":
                     "--run_name", run_name]
 
         common = command("bert-bench", model_dir, examples, "ours")
-        timed_command(common[:] + ["--prepare_only"])
-        timed_command(common)
-        times = event_times(os.path.join(work, "runs", "ours"))
-        ours = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)
-
-        result = subprocess.run([sys.executable, "-c", TRAINER_SCRIPT, examples, tokenizer_dir, str(args.steps),
-                                 str(args.warm), str(args.threads)], capture_output=True, text=True)
-        if result.returncode:
-            sys.exit(result.stderr[-3000:])
-        stock = json.loads(result.stdout.strip().splitlines()[-1])["s_per_step"]
+        timed_command(common + ["--prepare_only"])
+        parts = args.parts.split(",")
         tokens = 16 * 128
-        print(f"BertForPreTraining 4x256x4, seq 128, batch 16, {args.threads} threads, steps {args.warm}-{args.steps}:")
-        print(f"  run_pretraining.py : {ours:.3f} s/step, {tokens / ours:,.0f} tokens/s")
-        print(f"  transformers Trainer: {stock:.3f} s/step, {tokens / stock:,.0f} tokens/s")
-        loading = data_loading_seconds(examples, tokenizer_dir, 50)
-        print(f"  our data loading + masking: {loading * 1000:.1f} ms/batch = {100 * loading / ours:.1f}% of a step")
+        ours = None
+        if "bert" in parts or "scaling" in parts or "resume" in parts:
+            timed_command(common)
+            times = event_times(os.path.join(work, "runs", "ours"))
+            ours = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)
+        if "bert" in parts:
+            result = subprocess.run([sys.executable, "-c", TRAINER_SCRIPT, examples, tokenizer_dir, str(args.steps),
+                                     str(args.warm), str(args.threads)], capture_output=True, text=True)
+            if result.returncode:
+                sys.exit(result.stderr[-3000:])
+            stock = json.loads(result.stdout.strip().splitlines()[-1])["s_per_step"]
+            print(f"BertForPreTraining 4x256x4, seq 128, batch 16, {args.threads} threads, "
+                  f"steps {args.warm}-{args.steps}:")
+            print(f"  run_pretraining.py : {ours:.3f} s/step, {tokens / ours:,.0f} tokens/s")
+            print(f"  transformers Trainer: {stock:.3f} s/step, {tokens / stock:,.0f} tokens/s")
+            loading = data_loading_seconds(examples, tokenizer_dir, 50)
+            print(f"  our data loading + masking: {loading * 1000:.1f} ms/batch = {100 * loading / ours:.1f}% of a step")
 
-        # ELECTRA: ours against the plain loop, same sizes, batch and (packed) data
-        json.dump({"electra-bench": dict(ELECTRA, **{"train-steps": args.steps, "logging-steps": 1})}, open(params, "w"))
-        electra_examples = os.path.join(work, "electra-examples")
-        electra = command("electra-bench", os.path.join(work, "electra-model"), electra_examples, "electra")
-        timed_command(electra + ["--prepare_only"])
-        timed_command(electra)
-        times = event_times(os.path.join(work, "runs", "electra"))
-        ours_electra = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)
-        result = subprocess.run([sys.executable, "-c", PLAIN_ELECTRA, electra_examples, tokenizer_dir, str(args.steps),
-                                 str(args.warm), str(args.threads)], capture_output=True, text=True)
-        if result.returncode:
-            sys.exit(result.stderr[-3000:])
-        plain = json.loads(result.stdout.strip().splitlines()[-1])["s_per_step"]
-        print("ELECTRA 4x256 (generator 1/4, embeddings 128), seq 128, batch 16:")
-        print(f"  run_pretraining.py : {ours_electra:.3f} s/step, {tokens / ours_electra:,.0f} tokens/s")
-        print(f"  plain loop over ElectraForMaskedLM + ElectraForPreTraining: {plain:.3f} s/step, "
-              f"{tokens / plain:,.0f} tokens/s")
+        if "electra" in parts:  # ours against the plain loop, same sizes, batch and (packed) data
+            json.dump({"electra-bench": dict(ELECTRA, **{"train-steps": args.steps, "logging-steps": 10})},
+                      open(params, "w"))
+            electra_examples = os.path.join(work, "electra-examples")
+            electra = command("electra-bench", os.path.join(work, "electra-model"), electra_examples, "electra")
+            timed_command(electra + ["--prepare_only"])
+            timed_command(electra)
+            times = event_times(os.path.join(work, "runs", "electra"))
+            ours_electra = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)
+            result = subprocess.run([sys.executable, "-c", PLAIN_ELECTRA, electra_examples, tokenizer_dir,
+                                     str(args.steps), str(args.warm), str(args.threads)], capture_output=True, text=True)
+            if result.returncode:
+                sys.exit(result.stderr[-3000:])
+            plain = json.loads(result.stdout.strip().splitlines()[-1])["s_per_step"]
+            print("ELECTRA 4x256 (generator 1/4, embeddings 128), seq 128, batch 16:")
+            print(f"  run_pretraining.py : {ours_electra:.3f} s/step, {tokens / ours_electra:,.0f} tokens/s")
+            print(f"  plain loop over ElectraForMaskedLM + ElectraForPreTraining: {plain:.3f} s/step, "
+                  f"{tokens / plain:,.0f} tokens/s")
 
-        # scaling: the BERT run on 1 process against 2 gloo processes of 1 thread each, same global batch
-        json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps, "logging-steps": 1})}, open(params, "w"))
-        scaled = command("bert-bench", os.path.join(work, "two-model"), examples, "two")
-        launcher = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2"]
-        subprocess.run(launcher + scaled[1:], capture_output=True, text=True, check=True)
-        times = event_times(os.path.join(work, "runs", "two"))
-        two = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)
-        print(f"scaling, BERT above, global batch 16: 1 process {tokens / ours:,.0f} tokens/s, "
-              f"2 processes x 1 thread {tokens / two:,.0f} tokens/s ({ours / two:.2f}x)")
+        if "scaling" in parts:  # 1 process against 2 gloo processes of 1 thread each, same global batch
+            json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps, "logging-steps": 10})},
+                      open(params, "w"))
+            scaled = command("bert-bench", os.path.join(work, "two-model"), examples, "two")
+            launcher = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2"]
+            subprocess.run(launcher + scaled[1:], capture_output=True, text=True, check=True)
+            times = event_times(os.path.join(work, "runs", "two"))
+            two = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)
+            print(f"scaling, BERT above, global batch 16: 1 process {tokens / ours:,.0f} tokens/s, "
+                  f"2 processes x 1 thread {tokens / two:,.0f} tokens/s ({ours / two:.2f}x)")
 
-        # resume: continue one more step from the last checkpoint (start-up, load, one step, save)
-        json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps + 1, "logging-steps": 1,
-                                                 "save-steps": args.steps})}, open(params, "w"))
-        seconds, _, _ = timed_command(common + ["--do_continue", "--disable_overwrite_cache"])
-        print(f"  --do_continue from step {args.steps} to {args.steps + 1}, whole process: {seconds:.1f} s")
+        if "resume" in parts:  # continue one more step from the last checkpoint
+            json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps + 1, "logging-steps": 10,
+                                                     "save-steps": args.steps})}, open(params, "w"))
+            seconds, _, result = timed_command(common + ["--do_continue", "--disable_overwrite_cache"])
+            resumed = [line for line in result.stderr.splitlines() + result.stdout.splitlines() if "resumed from" in line]
+            print(f"  --do_continue from step {args.steps}: {resumed[-1].split(', ')[-1] if resumed else '?'}; "
+                  f"whole process with one more step and a checkpoint: {seconds:.1f} s")

@@ -24,12 +24,15 @@ def aozora_corpus(out_dir, repeat=1):
 
 
 def timed_command(args, cwd=None):
-    """Run a command; returns (seconds, peak RSS in MB of its largest process, completed process)."""
+    """Run a command; returns (seconds, peak RSS in MB of its largest process, completed process).
+
+    The completed process's stderr holds the tail of the command's own output.
+    """
     wrapper = (
         "import resource, subprocess, sys, time; t = time.perf_counter(); "
         "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
         "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode); "
-        "sys.stderr.write(r.stderr[-2000:] if r.returncode else '')"
+        "sys.stderr.write((r.stdout + r.stderr)[-4000:])"
     )
     result = subprocess.run([sys.executable, "-c", wrapper, *args], cwd=cwd, capture_output=True, text=True)
     seconds, peak_mb, code = result.stdout.split()

@@ -165,7 +165,10 @@ def run_training(args, preset):
         accelerator.load_state(os.path.join(resume_from, ckpt.ACCELERATE_DIR))
         state = ckpt.read_state(resume_from)
         step, run_name = state["step"], run_name or state["run_name"]
-        accelerator.print(f"resumed from {resume_from} at step {step}")
+        from run_pretraining import PROCESS_START
+
+        accelerator.print(f"resumed from {resume_from} at step {step}, "
+                          f"{time.time() - PROCESS_START:.1f} s after the process started")
     elif args.do_continue:
         accelerator.print(f"no checkpoint in {args.model_dir} yet: starting from step 0")
     run_name = run_name or f"{preset.model_type}-{datetime.now():%Y%m%d-%H%M%S}"
