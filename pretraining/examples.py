@@ -20,19 +20,26 @@ def _concat(sentences):
 
 
 def _truncate_pair(a, b, max_tokens, rng):
-    """Google's truncate_seq_pair: trim the longer side from a random end, one token at a time.
+    """Google's truncate_seq_pair: trim the longer side, one token at a time from a random end.
 
-    The choices are made on lengths first and applied as one slice per side (deleting list
-    heads one by one is quadratic).
+    Computed in closed form: the longer side is cut down to the shorter, then the two lose
+    tokens in turn (ties cut B first, as the original loop does); each side's cuts split
+    between front and back by one fair coin per token.
     """
-    sides = [[len(a[0]), 0, 0], [len(b[0]), 0, 0]]  # [length, cut at front, cut at back]
-    while sides[0][0] + sides[1][0] > max_tokens:
-        side = sides[0] if sides[0][0] > sides[1][0] else sides[1]
-        side[0] -= 1
-        side[1 if rng.random() < 0.5 else 2] += 1
-    for pair, (length, front, _) in zip((a, b), sides):
-        pair[0] = pair[0][front : front + length]
-        pair[1] = pair[1][front : front + length]
+    excess = len(a[0]) + len(b[0]) - max_tokens
+    if excess <= 0:
+        return
+    gap = abs(len(a[0]) - len(b[0]))
+    first = min(excess, gap)
+    rest = excess - first
+    cut_a = (first if len(a[0]) > len(b[0]) else 0) + rest // 2
+    cut_b = (first if len(a[0]) <= len(b[0]) else 0) + rest - rest // 2
+    for pair, cut in ((a, cut_a), (b, cut_b)):
+        if cut:
+            front = bin(rng.getrandbits(cut)).count("1")  # coins that chose the front
+            keep = len(pair[0]) - cut
+            pair[0] = pair[0][front : front + keep]
+            pair[1] = pair[1][front : front + keep]
 
 
 def _pair_example(a, b, cls_id, sep_id):
