@@ -56,7 +56,7 @@ def env():
 
 
 def run_single(setup, model_type, model_dir):
-    result = subprocess.run([sys.executable, *command(setup, model_type, model_dir)[0:]], capture_output=True,
+    result = subprocess.run([sys.executable, *command(setup, model_type, model_dir)], capture_output=True,
                             text=True, env=env())
     assert result.returncode == 0, result.stderr[-3000:]
 
