@@ -69,11 +69,12 @@ def prepare(args, preset, show_progress=True):
         return args.dataset_dir
     if not args.tokenizer_dir:
         raise UserError("--tokenizer_dir is needed to build examples from --input_file")
-    check_tokenizer_flags(args, SubwordEncoder(args.tokenizer_dir))
+    encoder = SubwordEncoder(args.tokenizer_dir)
+    check_tokenizer_flags(args, encoder)
     return prepare_examples(
         args.input_file, args.tokenizer_dir, spec, dataset_dir=args.dataset_dir, num_proc=args.num_proc,
         overwrite_cache=args.overwrite_cache, disable_overwrite_cache=args.disable_overwrite_cache,
-        encoding_errors=args.encoding_errors, show_progress=show_progress,
+        encoding_errors=args.encoding_errors, show_progress=show_progress, encoder=encoder,
     )
 
 

@@ -15,7 +15,7 @@ def example_rng(seed, epoch, index):
     return np.random.default_rng([seed, epoch, index])
 
 
-def mask_tokens(ids, word_ids, rng, mask_id, vocab_size, special_ids, mask_prob=0.15, whole_word=False):
+def mask_tokens(ids, word_ids, rng, mask_id, vocab_size, mask_prob=0.15, whole_word=False):
     """BERT masking of one example: returns (masked ids, labels).
 
     About ``mask_prob`` of the tokens are predicted (at least one); of those 80% become
@@ -63,9 +63,8 @@ def _pad(rows, value, length):
 class MaskedLMCollator:
     """MLM (with NSP/SOP labels when the examples have them) for BERT, ALBERT, ELECTRA, RoBERTa."""
 
-    def __init__(self, mask_id, pad_id, vocab_size, special_ids, seed, mask_prob=0.15, whole_word=False):
+    def __init__(self, mask_id, pad_id, vocab_size, seed, mask_prob=0.15, whole_word=False):
         self.mask_id, self.pad_id, self.vocab_size = mask_id, pad_id, vocab_size
-        self.special_ids = special_ids
         self.seed, self.mask_prob, self.whole_word = seed, mask_prob, whole_word
 
     def __call__(self, items):
@@ -73,7 +72,7 @@ class MaskedLMCollator:
         for item in items:
             rng = example_rng(self.seed, item["epoch"], item["index"])
             ids, lab = mask_tokens(item["input_ids"], item["word_ids"], rng, self.mask_id, self.vocab_size,
-                                   self.special_ids, self.mask_prob, self.whole_word)
+                                   self.mask_prob, self.whole_word)
             masked.append(ids)
             labels.append(lab)
         length = max(len(m) for m in masked)

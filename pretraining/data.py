@@ -183,7 +183,7 @@ def build_chunk(task):
     encoder = _encoder(tokenizer_dir)
     documents = tokenize_documents(encoder, list(read_documents(segment, encoding_errors)))
     schema = SCHEMAS[spec.kind]
-    count = tokens = 0
+    count = 0
     with pa.OSFile(out_path, "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         batch = []
         for example in iter_examples(documents, spec, encoder, index):
@@ -251,12 +251,15 @@ def _check_existing(dataset_dir, fingerprint, overwrite_cache, disable_overwrite
 
 
 def prepare_examples(input_files, tokenizer_dir, spec, dataset_dir=None, num_proc=None, overwrite_cache=False,
-                     disable_overwrite_cache=False, encoding_errors="strict", show_progress=True):
-    """Build (or reuse) the examples; returns the folder that ``datasets.load_from_disk`` opens."""
+                     disable_overwrite_cache=False, encoding_errors="strict", show_progress=True, encoder=None):
+    """Build (or reuse) the examples; returns the folder that ``datasets.load_from_disk`` opens.
+
+    ``encoder``: the SubwordEncoder of ``tokenizer_dir`` when the caller already has one.
+    """
     if overwrite_cache and disable_overwrite_cache:
         raise UserError("--overwrite_cache and --disable_overwrite_cache contradict each other: pass one")
     files = expand_inputs(input_files)
-    encoder = SubwordEncoder(tokenizer_dir)
+    encoder = encoder or SubwordEncoder(tokenizer_dir)
     if spec.kind == "span":
         raw_length, _ = ex.span_lengths(spec.sequence_length, spec.noise_density, spec.mean_noise_span_length)
         spans = round(round(raw_length * spec.noise_density) / spec.mean_noise_span_length)

@@ -25,7 +25,6 @@ class Vocabulary:
     cls_id: int
     sep_id: int
     mask_id: int
-    special_ids: tuple
 
 
 @dataclass
@@ -79,7 +78,7 @@ def _albert_config(preset, vocab):
 
 
 def _mlm_collator(preset, vocab, seed, whole_word):
-    return MaskedLMCollator(vocab.mask_id, vocab.pad_id, vocab.size, vocab.special_ids, seed,
+    return MaskedLMCollator(vocab.mask_id, vocab.pad_id, vocab.size, seed,
                             mask_prob=preset.mask_percent / 100, whole_word=whole_word)
 
 
@@ -258,8 +257,8 @@ def family_of(preset):
 
 
 def vocabulary_for(preset, encoder):
-    ids = {t: encoder.token_id(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")}
+    ids = {t: encoder.token_id(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")}
     size = encoder.vocab_size
     if preset.family == "t5":
         size = max(size, max(sentinel_ids(encoder)) + 1)
-    return Vocabulary(size, ids["[PAD]"], ids["[CLS]"], ids["[SEP]"], ids["[MASK]"], tuple(sorted(ids.values())))
+    return Vocabulary(size, ids["[PAD]"], ids["[CLS]"], ids["[SEP]"], ids["[MASK]"])

@@ -111,7 +111,7 @@ def _extract_fails(args, expected):
     assert len(lines) == 1 and expected in lines[0], lines
 
 
-def test_extraction_bad_input(trained, tmp_path, params_bert=None):
+def test_extraction_bad_input(trained, tmp_path):
     work, params, model_dir = trained
     checkpoint = model_dir / "checkpoint-100"
     _extract_fails(["--input_dir", str(checkpoint), "--output_dir", str(tmp_path / "x")], "pass --generator")

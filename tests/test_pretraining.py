@@ -134,7 +134,7 @@ def test_whole_word_masking_masks_every_subword_of_a_word():
     ids = list(range(100, 100 + len(word_ids)))
     for seed in range(20):
         masked, labels = mask_tokens(ids, word_ids, np.random.default_rng(seed), mask_id=4, vocab_size=1000,
-                                     special_ids=(0, 1, 2, 3, 4), whole_word=True)
+                                     whole_word=True)
         chosen = labels != -100
         for w in range(40):
             positions = [k for k, x in enumerate(word_ids) if x == w]
@@ -144,14 +144,14 @@ def test_whole_word_masking_masks_every_subword_of_a_word():
     # without whole-word masking some word is split
     split = 0
     for seed in range(20):
-        _, labels = mask_tokens(ids, word_ids, np.random.default_rng(seed), 4, 1000, (0, 1, 2, 3, 4))
+        _, labels = mask_tokens(ids, word_ids, np.random.default_rng(seed), 4, 1000)
         chosen = labels != -100
         split += any(len({bool(chosen[k]) for k, x in enumerate(word_ids) if x == w}) > 1 for w in range(40))
     assert split > 0
 
 
 def test_masks_depend_on_the_example_not_the_batch():
-    collator = MaskedLMCollator(mask_id=4, pad_id=0, vocab_size=500, special_ids=(0, 1, 2, 3, 4), seed=7)
+    collator = MaskedLMCollator(mask_id=4, pad_id=0, vocab_size=500, seed=7)
     example = {"input_ids": list(range(10, 40)), "word_ids": list(range(30)), "epoch": 0, "index": 5}
     other = {"input_ids": list(range(50, 60)), "word_ids": list(range(10)), "epoch": 0, "index": 9}
     alone = collator([example])

@@ -141,11 +141,12 @@ def read_lines(segment, encoding_errors="strict", progress=None, with_positions=
                     text = chunk.decode("utf-8", "replace")
                 text = text.rstrip("\r\n")
                 pieces = split_long_text(text) if len(text) > MAX_PARSE_CHARS else (text,)
+                for piece in pieces:
+                    yield (line_start, piece) if with_positions else piece
             else:
-                pieces = _long_line_pieces(f, chunk, line_start, segment.path, encoding_errors, progress)
-            for piece in pieces:
-                yield (line_start, piece) if with_positions else piece
-            position = f.tell()
+                for piece in _long_line_pieces(f, chunk, line_start, segment.path, encoding_errors, progress):
+                    yield (line_start, piece) if with_positions else piece
+                position = f.tell()  # the long line ended somewhere past this chunk
 
 
 def _long_line_pieces(f, chunk, chunk_start, path, encoding_errors, progress):

@@ -16,7 +16,7 @@ from tokenizers.models import BPE, WordPiece
 
 from .errors import UserError
 from .mecab import DictionaryNotInstalled, MecabWordSplitter
-from .train import CONTINUATION, TRAINING_RECORD
+from .train import CONTINUATION
 
 # transformers' WordpieceTokenizer turns words longer than this into [UNK]; so does ours.
 MAX_WORD_CHARS = 100
@@ -85,13 +85,6 @@ class SubwordEncoder:
 
     def token_id(self, token):
         return self.vocab[token]
-
-    def training_record(self):
-        path = os.path.join(self.tokenizer_dir, TRAINING_RECORD)
-        if not os.path.isfile(path):
-            return {}
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
 
     def encode_words(self, word_lists):
         """Pre-split words (lists of str) -> list of (ids, word index of each id)."""
