@@ -8,42 +8,14 @@ the corpus, wall time and peak memory.
 """
 
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import ROOT, aozora_corpus, best_of, timed_command  # noqa: E402
-from tokenizer.corpus import plan_segments  # noqa: E402
-from tokenizer.mecab import mecab_arguments  # noqa: E402
+from benchmarks.common import ROOT, aozora_corpus, best_of, raw_fugashi, timed_command  # noqa: E402
 from tokenizer.word_split import split_corpus  # noqa: E402
-
-
-def _raw_parse(lines):
-    import fugashi
-
-    tagger = fugashi.GenericTagger(mecab_arguments("unidic_lite") + " -Owakati")
-    for line in lines:
-        tagger.parse(line)
-
-
-def raw_fugashi(path, processes):
-    """The reference: fugashi's wakati parse of every line, lines split evenly over processes."""
-    with open(path, encoding="utf-8") as f:
-        lines = [line.rstrip("\n") for line in f if line.strip()]
-    shards = [lines[i::processes] for i in range(processes)]
-    ctx = mp.get_context("fork")
-
-    def run():
-        workers = [ctx.Process(target=_raw_parse, args=(shard,)) for shard in shards]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-
-    return best_of(args.repeat, run)
 
 
 def our_mecab_stage(path, processes, work_dir):
@@ -68,7 +40,7 @@ if __name__ == "__main__":
         mb = os.path.getsize(corpus) / 1e6
         print(f"corpus: {mb:.1f} MB, {os.cpu_count()} cores")
         for processes in (1, 2):
-            raw = raw_fugashi(corpus, processes)
+            raw = raw_fugashi(corpus, processes, args.repeat)
             ours = our_mecab_stage(corpus, processes, work)
             print(
                 f"MeCab stage, {processes} process(es): raw fugashi {mb / raw:.2f} MB/s, ours {mb / ours:.2f} MB/s "

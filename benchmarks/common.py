@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts."""
 
+import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -48,3 +49,30 @@ def best_of(n, fn):
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def _raw_parse(lines):
+    import fugashi
+
+    from tokenizer.mecab import mecab_arguments
+
+    tagger = fugashi.GenericTagger(mecab_arguments("unidic_lite") + " -Owakati")
+    for line in lines:
+        tagger.parse(line)
+
+
+def raw_fugashi(path, processes, repeat):
+    """The reference: seconds for fugashi's wakati parse of every line, lines split evenly over processes."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.rstrip("\n") for line in f if line.strip()]
+    shards = [lines[i::processes] for i in range(processes)]
+    ctx = mp.get_context("fork")
+
+    def run():
+        workers = [ctx.Process(target=_raw_parse, args=(shard,)) for shard in shards]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    return best_of(repeat, run)

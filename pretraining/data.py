@@ -1,10 +1,12 @@
 """Corpus + tokenizer -> pretraining examples in a ``datasets`` folder, built once and cached.
 
-The corpus is cut into chunks of about 512 KB on document boundaries; worker processes
-split each chunk into MeCab words, encode them with the Rust subword model, build the
-examples of the objective (pretraining/examples.py) with a random generator seeded by
-(seed, chunk), and write Arrow files. The result is independent of the number of
-workers, and memory is bounded by the chunk size, not the corpus size.
+The corpus is cut into chunks of about 512 KB on document boundaries. Worker processes
+split each chunk's lines into MeCab words, encode them with the subword model into one
+flat array (tokenizer/encoder.py), build the examples of the objective as numpy arrays
+(pretraining/examples.py) with a random generator seeded by (seed, chunk), and write an
+Arrow file. The main process copies the chunk files, in chunk order, into the folder's
+data files. The result is independent of the number of workers, and memory is bounded
+by the chunk size, not the corpus size.
 
 The folder is keyed by a fingerprint of the corpus files (path, size, mtime), the
 tokenizer files, the objective and its lengths, the seed and BUILDER_VERSION. It is
@@ -12,9 +14,7 @@ built under a temporary name and renamed into place with its ``examples_info.jso
 so an interrupted build is never taken for a complete one.
 """
 
-import contextlib
 import hashlib
-import itertools
 import json
 import multiprocessing as mp
 import os
@@ -35,11 +35,12 @@ from tokenizer.errors import UserError
 
 from . import examples as ex
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 CHUNK_BYTES = 512 << 10
 INFO_FILE = "examples_info.json"
 NUM_SENTINELS = 100
-_WRITE_BATCH = 1000
+_WRITE_BATCH = 1000  # rows per Arrow record batch
+SHARD_BYTES = 500 << 20  # data file size, as datasets' save_to_disk
 
 
 @dataclass(frozen=True)
@@ -135,44 +136,42 @@ def _encoder(tokenizer_dir):
     return _encoders[tokenizer_dir]
 
 
-def tokenize_documents(encoder, documents):
-    """Text documents -> documents of (ids, word_ids) lists; word ids run on across the chunk."""
-    words, words_per_line = [], []
-    for document in documents:
-        for line in document:
-            line_words = encoder.splitter.split(line)
-            words.extend(line_words)
-            words_per_line.append(len(line_words))
-    word_ids = encoder.encode_word_ids(words)
-    lengths = np.fromiter(map(len, word_ids), dtype=np.int64, count=len(word_ids))
-    flat_ids = np.fromiter(itertools.chain.from_iterable(word_ids), dtype=np.int32, count=int(lengths.sum()))
-    flat_wids = np.repeat(np.arange(len(words), dtype=np.int32), lengths)
-    word_bounds = np.concatenate([[0], np.cumsum(words_per_line)])
-    token_bounds = np.concatenate([[0], np.cumsum(lengths)])[word_bounds].tolist()
-    result, k = [], 0
-    for document in documents:
-        sentences = []
-        for _ in document:
-            start, end = token_bounds[k], token_bounds[k + 1]
-            k += 1
-            if end > start:
-                sentences.append((flat_ids[start:end].tolist(), flat_wids[start:end].tolist()))
-        if sentences:
-            result.append(sentences)
-    return result
+def tokenize_chunk(encoder, documents):
+    """Text documents -> a TokenizedText; word ids run on across the chunk.
+
+    Sentences with no tokens and documents with no sentences are left out.
+    """
+    lines = [line for document in documents for line in document]
+    words, words_per_line = encoder.splitter.split_many(lines)
+    ids, tokens_per_word = encoder.encode_flat(words)
+    word_ids = np.repeat(np.arange(len(words), dtype=np.int32), tokens_per_word)
+    token_offsets = np.concatenate([[0], np.cumsum(tokens_per_word)])
+    word_offsets = np.concatenate([[0], np.cumsum(words_per_line, dtype=np.int64)])
+    tokens_per_line = np.diff(token_offsets[word_offsets])
+    kept = tokens_per_line > 0
+    document_of_line = np.repeat(np.arange(len(documents)), [len(d) for d in documents])
+    sentences_per_document = np.bincount(document_of_line[kept], minlength=len(documents))
+    sentences_per_document = sentences_per_document[sentences_per_document > 0]
+    return ex.TokenizedText(
+        ids=ids,
+        word_ids=word_ids,
+        sentence_starts=np.concatenate([[0], np.cumsum(tokens_per_line[kept])]).astype(np.int64),
+        document_starts=np.concatenate([[0], np.cumsum(sentences_per_document)]).astype(np.int64),
+    )
 
 
-def iter_examples(documents, spec, encoder, chunk_index):
+def build_columns(text, spec, encoder, chunk_index):
+    """The examples of one chunk, as columns (see pretraining/examples.py)."""
     cls_id, sep_id = encoder.token_id("[CLS]"), encoder.token_id("[SEP]")
-    rng = random.Random(f"{spec.seed}:{chunk_index}")
     if spec.kind in ("nsp", "sop"):
-        return ex.sentence_pairs(documents, spec.sequence_length, cls_id, sep_id, rng,
+        rng = random.Random(f"{spec.seed}:{chunk_index}")
+        return ex.sentence_pairs(text, spec.sequence_length, cls_id, sep_id, rng,
                                  order_prediction=spec.kind == "sop", short_seq_prob=spec.short_seq_prob)
     if spec.kind == "packed":
-        return ex.packed_blocks(documents, spec.sequence_length, cls_id, sep_id)
+        return ex.packed_blocks(text, spec.sequence_length, cls_id, sep_id)
     if spec.kind == "span":
         rng_np = np.random.default_rng([spec.seed, chunk_index])
-        return ex.span_corruption(documents, spec.sequence_length, cls_id, sep_id, sentinel_ids(encoder), sep_id,
+        return ex.span_corruption(text, spec.sequence_length, cls_id, sep_id, sentinel_ids(encoder), sep_id,
                                   rng_np, spec.noise_density, spec.mean_noise_span_length)
     raise ValueError(f"unknown example kind {spec.kind}")
 
@@ -181,43 +180,31 @@ def build_chunk(task):
     """Build one chunk's examples into an Arrow file; returns (index, examples, tokens, bytes)."""
     index, segment, tokenizer_dir, spec, out_path, encoding_errors = task
     encoder = _encoder(tokenizer_dir)
-    documents = tokenize_documents(encoder, list(read_documents(segment, encoding_errors)))
-    schema = SCHEMAS[spec.kind]
-    count = 0
-    with pa.OSFile(out_path, "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        batch = []
-        for example in iter_examples(documents, spec, encoder, index):
-            batch.append(example)
-            if len(batch) == _WRITE_BATCH:
-                writer.write_batch(_to_batch(batch, schema))
-                count += len(batch)
-                batch = []
-        if batch:
-            writer.write_batch(_to_batch(batch, schema))
-            count += len(batch)
-    tokens = sum(len(s[0]) for d in documents for s in d)
-    return index, count, tokens, segment.end - segment.start
+    text = tokenize_chunk(encoder, list(read_documents(segment, encoding_errors)))
+    batch = _record_batch(build_columns(text, spec, encoder, index), SCHEMAS[spec.kind])
+    with pa.OSFile(out_path, "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_table(pa.Table.from_batches([batch]), max_chunksize=_WRITE_BATCH)
+    return index, batch.num_rows, len(text.ids), segment.end - segment.start
 
 
 _NUMPY_TYPES = {pa.int8(): np.int8, pa.int32(): np.int32}
 
 
-def _to_batch(examples, schema):
-    """Examples -> an Arrow record batch, list columns built from flat numpy values and offsets."""
+def _arrow_array(values, arrow_type):
+    # Array.from_buffers rather than pa.array: pa.array imports pandas (0.4 s) on first use
+    values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[arrow_type])
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+
+
+def _record_batch(columns, schema):
     arrays = []
     for field in schema:
-        column = [e[field.name] for e in examples]
-        if pa.types.is_list(field.type):
-            dtype = _NUMPY_TYPES[field.type.value_type]
-            lengths = np.fromiter(map(len, column), dtype=np.int64, count=len(column))
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-            if isinstance(column[0], np.ndarray):
-                values = np.concatenate(column).astype(dtype, copy=False)
-            else:
-                values = np.fromiter(itertools.chain.from_iterable(column), dtype=dtype, count=int(offsets[-1]))
-            arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)))
+        column = columns[field.name]
+        if isinstance(column, ex.ListColumn):
+            offsets = _arrow_array(column.offsets, pa.int32())
+            arrays.append(pa.ListArray.from_arrays(offsets, _arrow_array(column.values, field.type.value_type)))
         else:
-            arrays.append(pa.array(np.asarray(column, dtype=_NUMPY_TYPES[field.type])))
+            arrays.append(_arrow_array(column, field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
@@ -280,8 +267,6 @@ def prepare_examples(input_files, tokenizer_dir, spec, dataset_dir=None, num_pro
 
 
 def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_proc, encoding_errors, show_progress):
-    from datasets import Dataset, concatenate_datasets
-
     started = time.time()
     parent = os.path.dirname(os.path.abspath(dataset_dir))
     os.makedirs(parent, exist_ok=True)
@@ -289,11 +274,12 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
     staging = tempfile.mkdtemp(prefix=f"{_partial_prefix(os.path.basename(dataset_dir))}{os.getpid()}-", dir=parent)
     try:
         chunks = plan_chunks(files, CHUNK_BYTES)
-        arrow_dir = os.path.join(staging, "chunks")
-        os.makedirs(arrow_dir)
-        tasks = [(i, c, os.path.abspath(tokenizer_dir), spec, os.path.join(arrow_dir, f"{i:06d}.arrow"), encoding_errors)
-                 for i, c in enumerate(chunks)]
+        tasks = [(i, c, os.path.abspath(tokenizer_dir), spec, os.path.join(staging, f"chunk-{i:06d}.arrow"),
+                  encoding_errors) for i, c in enumerate(chunks)]
+        final = os.path.join(staging, "dataset")
+        shards = _ShardWriter(final, SCHEMAS[spec.kind])
         num_proc = max(1, min(num_proc or available_cpus(), len(tasks)))
+        _encoders.setdefault(os.path.abspath(tokenizer_dir), encoder)  # forked workers start with it loaded
         totals = {"examples": 0, "tokens": 0}
         bar = tqdm(total=sum(c.end - c.start for c in chunks), unit="B", unit_scale=True,
                    desc=f"Building {spec.kind} examples", disable=not show_progress)
@@ -304,24 +290,21 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
             else:
                 ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
                 pool = ctx.Pool(num_proc, initializer=_worker_init)
-                results = pool.imap_unordered(build_chunk, tasks)
+                results = pool.imap(build_chunk, tasks)  # in chunk order, so any num_proc gives the same folder
             try:
-                for _, count, tokens, size in results:
+                for index, count, tokens, size in results:
                     totals["examples"] += count
                     totals["tokens"] += tokens
+                    shards.append(tasks[index][4])
                     bar.update(size)
             finally:
                 if pool is not None:
                     pool.terminate()
                     pool.join()
+        shards.close()
         if totals["examples"] == 0:
             return totals
-        parts = [Dataset.from_file(t[4]) for t in tasks]
-        dataset = concatenate_datasets([p for p in parts if len(p)])
-        final = os.path.join(staging, "dataset")
-        with _datasets_progress(show_progress):
-            dataset.save_to_disk(final)
-        del dataset, parts
+        _write_datasets_metadata(final, shards.names, fingerprint)
         info = {
             "fingerprint": fingerprint,
             "builder_version": BUILDER_VERSION,
@@ -341,6 +324,62 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
         return info
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+class _ShardWriter:
+    """Chunk files -> the data files of the examples folder, in chunk order, up to SHARD_BYTES each."""
+
+    def __init__(self, folder, schema):
+        os.makedirs(folder)
+        self.folder, self.schema = folder, schema
+        self.names, self._writer, self._bytes = [], None, 0
+
+    def append(self, chunk_path):
+        with pa.memory_map(chunk_path) as source:
+            for batch in pa.ipc.open_stream(source):
+                if self._writer is None or self._bytes >= SHARD_BYTES:
+                    self._next_file()
+                self._writer.write_batch(batch)
+                self._bytes += batch.nbytes
+        os.remove(chunk_path)
+
+    def _next_file(self):
+        self.close()
+        self.names.append(f"data-{len(self.names):05d}.arrow")
+        self._sink = pa.OSFile(os.path.join(self.folder, self.names[-1]), "wb")
+        self._writer, self._bytes = pa.ipc.new_stream(self._sink, self.schema), 0
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = None
+
+
+def _write_datasets_metadata(folder, data_files, fingerprint):
+    """Name the data files and write the two JSON files that make ``folder`` a ``save_to_disk`` folder.
+
+    Written by hand, not with ``Dataset.save_to_disk``: importing ``datasets`` alone takes
+    over a second (as long as building the examples of a 6 MB corpus), and save_to_disk
+    would copy every example once more. ``load_from_disk`` reads the features from the
+    Arrow schema; tests load every built folder with it.
+    """
+    names = [f"data-{k:05d}-of-{len(data_files):05d}.arrow" for k in range(len(data_files))]
+    for old, new in zip(data_files, names):
+        os.rename(os.path.join(folder, old), os.path.join(folder, new))
+    state = {
+        "_data_files": [{"filename": name} for name in names],
+        "_fingerprint": fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    with open(os.path.join(folder, "state.json"), "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=2)
+    with open(os.path.join(folder, "dataset_info.json"), "w", encoding="utf-8") as f:
+        json.dump({}, f)
 
 
 def _partial_prefix(name):
@@ -365,20 +404,6 @@ def _process_alive(pid):
     except PermissionError:
         return True
     return True
-
-
-@contextlib.contextmanager
-def _datasets_progress(show):
-    from datasets.utils import logging as datasets_logging
-
-    was_enabled = datasets_logging.is_progress_bar_enabled()
-    if not show:
-        datasets_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            datasets_logging.enable_progress_bar()
 
 
 def _install(built, dataset_dir):

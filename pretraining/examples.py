@@ -1,145 +1,197 @@
-"""Example builders, one per objective, over documents of tokenized sentences.
+"""Example builders, one per objective, over a tokenized chunk of the corpus.
 
-A document is a list of sentences; a sentence is ``(ids, word_ids)`` where word_ids
-number the MeCab words (unique within the chunk being built), so whole-word masking can
-find every subword of a word later. Special tokens get word id -1. Masking is not done
-here: collators mask at batch time. All randomness comes from the ``rng`` passed in.
+A ``TokenizedText`` holds a chunk's subword ids in one flat array, with the MeCab word
+each id came from (numbered through the chunk, so whole-word masking can find every
+subword of a word later) and the offsets of its sentences and documents. Builders decide
+examples as token ranges and gather them with numpy: the per-token work never runs in
+Python. Special tokens get word id -1. Masking is not done here: collators mask at batch
+time. All randomness comes from the generator passed in.
+
+Each builder returns columns: a list column is a ``ListColumn`` (flat values and offsets,
+as Arrow stores it), any other column a numpy array.
 """
 
+import bisect
+from dataclasses import dataclass
+
 import numpy as np
+
+from tokenizer.encoder import ranges_index
 
 NO_WORD = -1
 
 
-def _concat(sentences):
-    ids, wids = [], []
-    for sentence_ids, sentence_wids in sentences:
-        ids.extend(sentence_ids)
-        wids.extend(sentence_wids)
-    return ids, wids
+@dataclass
+class TokenizedText:
+    ids: np.ndarray  # int32, every subword of the chunk
+    word_ids: np.ndarray  # int32, the MeCab word of each subword
+    sentence_starts: np.ndarray  # int64, token offset of each sentence, and the end
+    document_starts: np.ndarray  # int64, first sentence of each document, and the end
 
+    @property
+    def num_documents(self):
+        return len(self.document_starts) - 1
+
+    def with_specials(self, *ids):
+        """(ids, word_ids) with the given special ids appended at index len(self.ids), len + 1, ..."""
+        return (np.concatenate([self.ids, np.asarray(ids, dtype=np.int32)]),
+                np.concatenate([self.word_ids, np.full(len(ids), NO_WORD, dtype=np.int32)]))
+
+
+@dataclass
+class ListColumn:
+    values: np.ndarray
+    offsets: np.ndarray  # int64, len(rows) + 1
+
+    @classmethod
+    def fixed(cls, values, row_length):
+        rows = len(values) // row_length
+        return cls(values[: rows * row_length], np.arange(rows + 1, dtype=np.int64) * row_length)
+
+    def __len__(self):
+        return len(self.offsets) - 1
+
+    def row(self, k):
+        return self.values[self.offsets[k] : self.offsets[k + 1]]
+
+
+def _lengths_to_offsets(lengths):
+    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+
+
+# ---- BERT next-sentence and ALBERT sentence-order pairs ----
 
 def _truncate_pair(a, b, max_tokens, rng):
-    """Google's truncate_seq_pair: trim the longer side, one token at a time from a random end.
+    """Google's truncate_seq_pair on [start, length] ranges: trim the longer side, one token
+    at a time from a random end.
 
     Computed in closed form: the longer side is cut down to the shorter, then the two lose
     tokens in turn (ties cut B first, as the original loop does); each side's cuts split
     between front and back by one fair coin per token.
     """
-    excess = len(a[0]) + len(b[0]) - max_tokens
+    excess = a[1] + b[1] - max_tokens
     if excess <= 0:
         return
-    gap = abs(len(a[0]) - len(b[0]))
-    first = min(excess, gap)
+    first = min(excess, abs(a[1] - b[1]))
     rest = excess - first
-    cut_a = (first if len(a[0]) > len(b[0]) else 0) + rest // 2
-    cut_b = (first if len(a[0]) <= len(b[0]) else 0) + rest - rest // 2
-    for pair, cut in ((a, cut_a), (b, cut_b)):
+    cut_a = (first if a[1] > b[1] else 0) + rest // 2
+    cut_b = (first if a[1] <= b[1] else 0) + rest - rest // 2
+    for side, cut in ((a, cut_a), (b, cut_b)):
         if cut:
-            front = bin(rng.getrandbits(cut)).count("1")  # coins that chose the front
-            keep = len(pair[0]) - cut
-            pair[0] = pair[0][front : front + keep]
-            pair[1] = pair[1][front : front + keep]
+            side[0] += bin(rng.getrandbits(cut)).count("1")  # coins that chose the front
+            side[1] -= cut
 
 
-def _pair_example(a, b, cls_id, sep_id):
-    ids = [cls_id, *a[0], sep_id, *b[0], sep_id]
-    wids = [NO_WORD, *a[1], NO_WORD, *b[1], NO_WORD]
-    token_type_ids = [0] * (len(a[0]) + 2) + [1] * (len(b[0]) + 1)
-    return ids, wids, token_type_ids
+def _split_sentence(text, start, end, rng):
+    """Cut one sentence in two at a word boundary (ALBERT needs two segments to swap)."""
+    cuts = np.flatnonzero(np.diff(text.word_ids[start:end])) + 1
+    if not len(cuts):
+        return None
+    return [start, start + int(cuts[rng.randrange(len(cuts))]), end]
 
 
-def sentence_pairs(documents, seq_length, cls_id, sep_id, rng, order_prediction=False, short_seq_prob=0.1):
+def _random_next(sentence_starts, document_starts, doc_index, target_length, rng):
+    """[start, length] of sentences from a random other document, at least ``target_length``
+    tokens if the document has them."""
+    other = doc_index
+    for _ in range(10):
+        other = rng.randrange(len(document_starts) - 1)
+        if other != doc_index:
+            break
+    first, last = document_starts[other], document_starts[other + 1]
+    start = first + rng.randrange(last - first)
+    end = bisect.bisect_left(sentence_starts, sentence_starts[start] + target_length, start + 1, last)
+    return [sentence_starts[start], sentence_starts[end] - sentence_starts[start]]
+
+
+def sentence_pairs(text, seq_length, cls_id, sep_id, rng, order_prediction=False, short_seq_prob=0.1):
     """BERT next-sentence pairs (Google's create_instances_from_document) or ALBERT order pairs.
 
-    Yields dicts with input_ids, word_ids, token_type_ids and next_sentence_label
-    (1 = B is a random sentence) or sentence_order_label (1 = A and B swapped).
+    Columns input_ids, word_ids, token_type_ids and next_sentence_label (1 = B is a random
+    sentence) or sentence_order_label (1 = A and B swapped). ``rng`` is a ``random.Random``.
     """
     max_tokens = seq_length - 3
-    label_name = "sentence_order_label" if order_prediction else "next_sentence_label"
-    for doc_index, document in enumerate(documents):
+    starts = text.sentence_starts.tolist()
+    documents = text.document_starts.tolist()
+    pairs = []  # a_start, a_length, b_start, b_length, label
+    for doc_index in range(len(documents) - 1):
+        first, end = documents[doc_index], documents[doc_index + 1]
         target = max_tokens
         if rng.random() < short_seq_prob:
             target = rng.randint(2, max_tokens)
-        chunk, chunk_length, i = [], 0, 0
-        while i < len(document):
-            chunk.append(document[i])
-            chunk_length += len(document[i][0])
-            if i == len(document) - 1 or chunk_length >= target:
-                if order_prediction and len(chunk) == 1:
-                    chunk = _split_sentence(chunk[0], rng)
-                if len(chunk) >= 1 and chunk:
-                    a_end = 1 if len(chunk) < 2 else rng.randint(1, len(chunk) - 1)
-                    a = [list(x) for x in _concat(chunk[:a_end])]
-                    label = 0
-                    if order_prediction:
-                        b = [list(x) for x in _concat(chunk[a_end:])]
-                        if rng.random() < 0.5:
-                            a, b, label = b, a, 1
-                    elif len(chunk) == 1 or rng.random() < 0.5:
-                        label = 1
-                        b = _random_next(documents, doc_index, target - len(a[0]), rng)
-                        i -= len(chunk) - a_end  # put the unused sentences back
-                    else:
-                        b = [list(x) for x in _concat(chunk[a_end:])]
-                    _truncate_pair(a, b, max_tokens, rng)
-                    if a[0] and b[0]:
-                        ids, wids, types = _pair_example(a, b, cls_id, sep_id)
-                        yield {"input_ids": ids, "word_ids": wids, "token_type_ids": types, label_name: label}
-                chunk, chunk_length = [], 0
-                if target < max_tokens:  # a new target for the next chunk, as Google's loop does per document
-                    target = max_tokens
-            i += 1
+        chunk_first = first
+        while chunk_first < end:
+            # the chunk: sentences chunk_first..last, until the target length or the document's end
+            last = bisect.bisect_left(starts, starts[chunk_first] + target, chunk_first + 1, end) - 1
+            bounds = starts[chunk_first : last + 2]  # token offsets of the chunk's pieces
+            if order_prediction and len(bounds) == 2:
+                bounds = _split_sentence(text, bounds[0], bounds[1], rng)
+            if bounds:
+                pieces = len(bounds) - 1
+                a_end = 1 if pieces < 2 else rng.randint(1, pieces - 1)
+                a = [bounds[0], bounds[a_end] - bounds[0]]
+                label = 0
+                if order_prediction:
+                    b = [bounds[a_end], bounds[-1] - bounds[a_end]]
+                    if rng.random() < 0.5:
+                        a, b, label = b, a, 1
+                elif pieces == 1 or rng.random() < 0.5:
+                    label = 1
+                    b = _random_next(starts, documents, doc_index, target - a[1], rng)
+                    last -= pieces - a_end  # put the unused sentences back
+                else:
+                    b = [bounds[a_end], bounds[-1] - bounds[a_end]]
+                _truncate_pair(a, b, max_tokens, rng)
+                if a[1] and b[1]:
+                    pairs.append((*a, *b, label))
+            chunk_first = last + 1
+            target = max_tokens  # a short target holds for one chunk only, as in Google's loop
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
+    label_name = "sentence_order_label" if order_prediction else "next_sentence_label"
+    return {**_pair_columns(text, pairs[:, :4], cls_id, sep_id), label_name: pairs[:, 4].astype(np.int8)}
 
 
-def _split_sentence(sentence, rng):
-    """Cut one sentence in two at a word boundary (ALBERT needs two segments to swap)."""
-    ids, wids = sentence
-    cuts = [k for k in range(1, len(ids)) if wids[k] != wids[k - 1]]
-    if not cuts:
-        return []
-    k = cuts[rng.randrange(len(cuts))]
-    return [(ids[:k], wids[:k]), (ids[k:], wids[k:])]
+def _pair_columns(text, ranges, cls_id, sep_id):
+    """[CLS] A [SEP] B [SEP] for each row of (a_start, a_length, b_start, b_length)."""
+    ids, word_ids = text.with_specials(cls_id, sep_id)
+    cls_at, sep_at = len(text.ids), len(text.ids) + 1
+    rows = len(ranges)
+    ones = np.ones(rows, dtype=np.int64)
+    segment_starts = np.stack([cls_at * ones, ranges[:, 0], sep_at * ones, ranges[:, 2], sep_at * ones], axis=1)
+    segment_lengths = np.stack([ones, ranges[:, 1], ones, ranges[:, 3], ones], axis=1)
+    index = ranges_index(segment_starts.ravel(), segment_lengths.ravel())
+    offsets = _lengths_to_offsets(segment_lengths.sum(axis=1))
+    types = np.repeat(np.tile(np.array([0, 0, 0, 1, 1], dtype=np.int8), rows), segment_lengths.ravel())
+    return {
+        "input_ids": ListColumn(ids[index], offsets),
+        "word_ids": ListColumn(word_ids[index], offsets),
+        "token_type_ids": ListColumn(types, offsets),
+    }
 
 
-def _random_next(documents, doc_index, target_length, rng):
-    """Sentences from a random other document, at least ``target_length`` tokens if possible."""
-    other = doc_index
-    for _ in range(10):
-        other = rng.randrange(len(documents))
-        if other != doc_index:
-            break
-    document = documents[other]
-    start = rng.randrange(len(document))
-    ids, wids = [], []
-    for sentence_ids, sentence_wids in document[start:]:
-        ids.extend(sentence_ids)
-        wids.extend(sentence_wids)
-        if len(ids) >= target_length:
-            break
-    return [ids, wids]
+# ---- packed blocks (MLM without NSP, causal and bidirectional LMs, T5's raw text) ----
 
-
-def token_stream(documents, cls_id, sep_id):
+def token_stream(text, cls_id, sep_id):
     """Every document as [CLS] s1 [SEP] s2 [SEP] ..., concatenated: (ids, word_ids) arrays."""
-    ids, wids = [], []
-    for document in documents:
-        ids.append(cls_id)
-        wids.append(NO_WORD)
-        for sentence_ids, sentence_wids in document:
-            ids.extend(sentence_ids)
-            wids.extend(sentence_wids)
-            ids.append(sep_id)
-            wids.append(NO_WORD)
-    return np.asarray(ids, dtype=np.int32), np.asarray(wids, dtype=np.int32)
+    ids, word_ids = text.with_specials(cls_id, sep_id)
+    sentences = len(text.sentence_starts) - 1
+    # per sentence two segments, its tokens then [SEP]; a [CLS] segment before each document
+    starts = np.stack([text.sentence_starts[:-1], np.full(sentences, len(text.ids) + 1)], axis=1).ravel()
+    lengths = np.stack([np.diff(text.sentence_starts), np.ones(sentences, dtype=np.int64)], axis=1).ravel()
+    document_at = 2 * text.document_starts[:-1]
+    starts = np.insert(starts, document_at, len(text.ids))
+    lengths = np.insert(lengths, document_at, 1)
+    index = ranges_index(starts, lengths)
+    return ids[index], word_ids[index]
 
 
-def packed_blocks(documents, block_length, cls_id, sep_id):
+def packed_blocks(text, block_length, cls_id, sep_id):
     """Consecutive blocks of exactly ``block_length`` tokens; only the final remainder is dropped."""
-    ids, wids = token_stream(documents, cls_id, sep_id)
-    for start in range(0, len(ids) - block_length + 1, block_length):
-        yield {"input_ids": ids[start : start + block_length], "word_ids": wids[start : start + block_length]}
+    ids, word_ids = token_stream(text, cls_id, sep_id)
+    return {"input_ids": ListColumn.fixed(ids, block_length), "word_ids": ListColumn.fixed(word_ids, block_length)}
 
+
+# ---- T5 span corruption ----
 
 def span_lengths(inputs_length, noise_density=0.15, mean_noise_span_length=3.0):
     """(raw tokens per example, targets length) so span corruption yields exactly ``inputs_length``.
@@ -159,49 +211,62 @@ def span_lengths(inputs_length, noise_density=0.15, mean_noise_span_length=3.0):
     return tokens_length, lengths(tokens_length)[1]
 
 
-def _random_segmentation(num_items, num_segments, rng):
-    first = np.arange(num_items - 1) < (num_segments - 1)
-    rng.shuffle(first)
-    segment_id = np.cumsum(np.concatenate([[0], first]))
-    return np.bincount(segment_id, minlength=num_segments)
+def _random_segmentation(rows, num_items, num_segments, rng):
+    """Per row, ``num_items`` split into ``num_segments`` non-empty runs at random: their lengths."""
+    starts_new = np.zeros((rows, num_items - 1), dtype=bool)
+    starts_new[:, : num_segments - 1] = True
+    starts_new = rng.permuted(starts_new, axis=1)
+    cuts = np.nonzero(starts_new)[1].reshape(rows, num_segments - 1) + 1
+    bounds = np.concatenate([np.zeros((rows, 1), dtype=np.int64), cuts, np.full((rows, 1), num_items)], axis=1)
+    return np.diff(bounds, axis=1)
 
 
-def noise_mask(length, noise_density, mean_noise_span_length, rng):
-    """T5's random_spans_noise_mask: boolean array, True where a token is corrupted."""
+def noise_mask(rows, length, noise_density, mean_noise_span_length, rng):
+    """T5's random_spans_noise_mask for ``rows`` sequences: bool (rows, length), True = corrupted."""
     num_noise = int(round(length * noise_density))
     num_noise = min(max(num_noise, 1), length - 1)
     num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
-    noise_lengths = _random_segmentation(num_noise, num_spans, rng)
-    keep_lengths = _random_segmentation(length - num_noise, num_spans, rng)
-    interleaved = np.stack([keep_lengths, noise_lengths], axis=1).reshape(-1)
-    starts = np.cumsum(interleaved)[:-1]
-    indicator = np.zeros(length, dtype=np.int32)
-    indicator[starts] = 1
-    return (np.cumsum(indicator) % 2) == 1
+    noise_lengths = _random_segmentation(rows, num_noise, num_spans, rng)
+    keep_lengths = _random_segmentation(rows, length - num_noise, num_spans, rng)
+    interleaved = np.stack([keep_lengths, noise_lengths], axis=2).reshape(rows, -1)
+    span_starts = np.cumsum(interleaved, axis=1)[:, :-1]
+    indicator = np.zeros((rows, length), dtype=np.int32)
+    np.put_along_axis(indicator, span_starts, 1, axis=1)
+    return (np.cumsum(indicator, axis=1) % 2) == 1
 
 
 def corrupt_spans(tokens, mask, sentinel_ids, eos_id):
     """Inputs with noise span k replaced by sentinel k; targets with kept span k replaced by it.
 
-    As T5: the mask always starts with a kept span, so targets read s0 noise0 s1 noise1 ...
+    ``tokens`` and ``mask`` are (rows, length); every row has the same number of spans (T5's
+    mask always starts with a kept span, so targets read s0 noise0 s1 noise1 ...).
     """
-    starts = mask & ~np.concatenate([[False], mask[:-1]])
-    keep_starts = ~mask & np.concatenate([[True], mask[:-1]])
-    span_index = np.cumsum(starts) - 1
+    rows = len(tokens)
+    previous = np.concatenate([np.zeros((rows, 1), dtype=bool), mask[:, :-1]], axis=1)
+    noise_starts = mask & ~previous
+    keep_starts = ~mask & np.concatenate([np.ones((rows, 1), dtype=bool), mask[:, :-1]], axis=1)
     sentinels = np.asarray(sentinel_ids, dtype=np.int32)
-    inputs = np.where(starts, sentinels[np.clip(span_index, 0, None)], tokens)[~mask | starts]
-    keep_index = np.cumsum(keep_starts) - 1
-    targets = np.where(keep_starts, sentinels[np.clip(keep_index, 0, None)], tokens)[mask | keep_starts]
-    return np.append(inputs, eos_id).astype(np.int32), np.append(targets, eos_id).astype(np.int32)
+    eos = np.full((rows, 1), eos_id, dtype=np.int32)
+
+    def replace(starts, keep):
+        span_index = np.clip(np.cumsum(starts, axis=1) - 1, 0, None)
+        values = np.where(starts, sentinels[span_index], tokens)[keep]
+        return np.concatenate([values.reshape(rows, -1), eos], axis=1).astype(np.int32)
+
+    return replace(noise_starts, ~mask | noise_starts), replace(keep_starts, mask | keep_starts)
 
 
-def span_corruption(documents, inputs_length, cls_id, sep_id, sentinel_ids, eos_id, rng_np,
+def span_corruption(text, inputs_length, cls_id, sep_id, sentinel_ids, eos_id, rng_np,
                     noise_density=0.15, mean_noise_span_length=3.0):
-    """T5 v1.1 span-corruption pairs with inputs of ``inputs_length`` tokens exactly."""
+    """T5 v1.1 span-corruption pairs with inputs of ``inputs_length`` tokens exactly.
+
+    ``rng_np`` is a ``numpy.random.Generator``.
+    """
     raw_length, targets_length = span_lengths(inputs_length, noise_density, mean_noise_span_length)
-    for block in packed_blocks(documents, raw_length, cls_id, sep_id):
-        tokens = block["input_ids"]
-        mask = noise_mask(raw_length, noise_density, mean_noise_span_length, rng_np)
-        inputs, targets = corrupt_spans(tokens, mask, sentinel_ids, eos_id)
-        assert len(inputs) == inputs_length and len(targets) == targets_length, (len(inputs), len(targets))
-        yield {"input_ids": inputs, "labels": targets}
+    blocks = packed_blocks(text, raw_length, cls_id, sep_id)["input_ids"]
+    tokens = blocks.values.reshape(len(blocks), raw_length)
+    mask = noise_mask(len(blocks), raw_length, noise_density, mean_noise_span_length, rng_np)
+    inputs, targets = corrupt_spans(tokens, mask, sentinel_ids, eos_id)
+    assert inputs.shape[1] == inputs_length and targets.shape[1] == targets_length, (inputs.shape, targets.shape)
+    return {"input_ids": ListColumn.fixed(inputs.ravel(), inputs_length),
+            "labels": ListColumn.fixed(targets.ravel(), targets_length)}

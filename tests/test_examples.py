@@ -14,6 +14,7 @@ import pretraining.data as data
 from conftest import ROOT, SAMPLE_CORPUS, run_python, sample_lines
 from pretraining.data import ExampleSpec, load_examples, prepare_examples
 from pretraining.examples import span_lengths
+from tokenizer.corpus import plan_chunks, read_documents
 from tokenizer.encoder import SubwordEncoder
 from tokenizer.errors import UserError
 
@@ -29,6 +30,29 @@ def build(tokenizer_dir, tmp_path, kind, length=64, corpus=SAMPLE_CORPUS, name=N
 def special(wordpiece_dir):
     encoder = SubwordEncoder(wordpiece_dir)
     return encoder.token_id("[CLS]"), encoder.token_id("[SEP]")
+
+
+@pytest.mark.parametrize("chunk_bytes", [7, 100, 4096, 1 << 20])
+def test_chunks_read_every_document_once(tmp_path, chunk_bytes):
+    # Blank lines of spaces, CRLF ends, a file without a final newline. Chunks are read at
+    # once in memory (the fast path) or streamed line by line: both give the same documents,
+    # and together the chunks give the file's documents, each once.
+    corpus = tmp_path / "corpus.txt"
+    text = "一つ目の文書。\r\n二行目。\r\n\r\n二つ目\n　\n三つ目の文書\nその続き\n \n\n四つ目" * 20
+    corpus.write_bytes(text.encode("utf-8"))
+    documents, current = [], []
+    for line in text.split("\n"):
+        if line.strip():
+            current.append(line.rstrip("\r"))
+        elif current:
+            documents, current = documents + [current], []
+    documents.append(current)
+    found = []
+    for chunk in plan_chunks([str(corpus)], chunk_bytes):
+        in_memory = list(read_documents(chunk))
+        assert in_memory == list(read_documents(chunk, progress=lambda n: None))  # a progress callback streams
+        found.extend(in_memory)
+    assert found == documents
 
 
 def test_nsp_pairs(wordpiece_dir, tmp_path, special):
@@ -117,6 +141,16 @@ def test_rebuild_gives_the_same_examples_with_any_number_of_workers(wordpiece_di
     assert one[:]["next_sentence_label"] == two[:]["next_sentence_label"]
 
 
+def test_large_builds_are_split_into_data_files(wordpiece_dir, tmp_path, monkeypatch):
+    one, _ = build(wordpiece_dir, tmp_path, "packed", 64, name="one")
+    monkeypatch.setattr(data, "_WRITE_BATCH", 32)
+    monkeypatch.setattr(data, "SHARD_BYTES", 10_000)  # a new data file after every ~10 KB
+    many, _ = build(wordpiece_dir, tmp_path, "packed", 64, name="many")
+    files = sorted(p for p in os.listdir(tmp_path / "many") if p.endswith(".arrow"))
+    assert len(files) > 2 and files[-1] == f"data-{len(files) - 1:05d}-of-{len(files):05d}.arrow"
+    assert many[:]["input_ids"] == one[:]["input_ids"] and many.features == one.features
+
+
 def test_cache_is_reused_without_tokenizing(wordpiece_dir, tmp_path, monkeypatch):
     _, first = build(wordpiece_dir, tmp_path, "packed", 64)
 
@@ -179,13 +213,15 @@ def test_failed_build_leaves_no_cache(wordpiece_dir, tmp_path, monkeypatch):
 
 def test_killed_build_is_not_taken_for_a_cache(wordpiece_dir, tmp_path):
     corpus = tmp_path / "big.txt"
-    corpus.write_text(open(SAMPLE_CORPUS, encoding="utf-8").read() * 250, encoding="utf-8")  # about 5.5 MB
+    corpus.write_text(open(SAMPLE_CORPUS, encoding="utf-8").read() * 100, encoding="utf-8")  # 5 chunks
     folder = tmp_path / "examples"
     args = [sys.executable, os.path.join(ROOT, "run_pretraining.py"), "--prepare_only", "--input_file", str(corpus),
             "--tokenizer_dir", wordpiece_dir, "--model_type", "bert-tiny", "--dataset_dir", str(folder),
             "--parameter_file", os.path.join(ROOT, "parameter.json"), "--num_proc", "1"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(2.5)
+    # kill it once the first chunk's examples are in the folder being built
+    while process.poll() is None and not list(tmp_path.glob("*partial*/dataset/data-*.arrow")):
+        time.sleep(0.02)
     if process.poll() is not None:
         pytest.skip("the build finished before it could be killed")
     process.send_signal(signal.SIGKILL)

@@ -58,6 +58,27 @@ print(json.dumps([tok(line, add_special_tokens=False)["input_ids"] for line in {
     assert got == expected
 
 
+@pytest.mark.parametrize("tokenizer", ["wordpiece", "bpe"])
+def test_batch_path_gives_the_per_line_ids(tokenizer, wordpiece_dir, bpe_dir):
+    # The data pipeline splits a chunk's lines at once and encodes through a table of known
+    # words; it must give exactly the ids of line-by-line encoding (checked above against
+    # transformers), whether the words are new, known, or the table was just reset.
+    encoder = SubwordEncoder(wordpiece_dir if tokenizer == "wordpiece" else bpe_dir)
+    long_line = "長い行です。" * 2000  # over MAX_PARSE_CHARS: parsed in pieces
+    lines = sample_lines() + TRICKY_LINES + ["制御\x1c文字", "", long_line]
+    expected = [i for ids, _ in encoder.encode(lines) for i in ids]
+    plain = [line for line in lines if "[" not in line and "\x1c" not in line and len(line) < 1000]
+    for batch in (plain, lines):  # the fast path, and the fallback (special tokens, odd characters, long lines)
+        words, counts = encoder.splitter.split_many(batch)
+        per_line = [encoder.splitter.split(line) for line in batch]
+        assert words == [w for line_words in per_line for w in line_words]
+        assert counts == [len(line_words) for line_words in per_line]
+    for max_cache in (2_000_000, 2_000_000, 10):  # new words, known words, a table reset each call
+        encoder._max_cache = max_cache
+        ids, lengths = encoder.encode_flat(words)
+        assert ids.tolist() == expected and lengths.sum() == len(ids) and len(lengths) == len(words)
+
+
 def test_encoder_ids_follow_mecab_words_and_vocabulary(wordpiece_dir):
     encoder = SubwordEncoder(wordpiece_dir)
     vocab = encoder.vocab

@@ -7,6 +7,7 @@ size; a very long line is handed on in pieces (see mecab.split_long_text).
 
 import codecs
 import glob
+import itertools
 import os
 from dataclasses import dataclass
 
@@ -186,7 +187,15 @@ def read_documents(segment, encoding_errors="strict", progress=None):
     reads on to its end, so neighbouring segments share no document and miss none.
     """
     size = os.path.getsize(segment.path)
-    lines = read_lines(Segment(segment.path, segment.start, size), encoding_errors, progress, with_positions=True)
+    head = _decoded_head(segment) if progress is None and segment.end - segment.start <= _READ_BYTES else None
+    if head is not None:
+        # the fast path: the segment's own lines were read and decoded at once; the streaming
+        # reader below only reads on past the segment's end, to the end of its last document
+        lines, head_end = head
+        tail = read_lines(Segment(segment.path, head_end, size), encoding_errors, with_positions=True)
+        lines = itertools.chain(((segment.start, text) for text in lines), tail)
+    else:
+        lines = read_lines(Segment(segment.path, segment.start, size), encoding_errors, progress, with_positions=True)
     started = segment.start == 0
     document = []
     for position, text in lines:
@@ -206,6 +215,40 @@ def read_documents(segment, encoding_errors="strict", progress=None):
             return
     if document:
         yield document
+
+
+def _decoded_head(segment):
+    """The lines that start inside a segment, read and decoded at once, and the byte offset after them.
+
+    The positions the document reader needs are only compared with the segment's end, so
+    every head line gets the segment's start. None when the bytes are not clean UTF-8 or a
+    line is too long to parse whole: the streaming reader handles those (and reports errors).
+    """
+    begin = max(0, segment.start - 1)
+    with open(segment.path, "rb") as f:
+        f.seek(begin)
+        data = f.read(segment.end - begin)
+        if not data.endswith(b"\n"):  # the last line runs past the segment's end: it is ours too
+            rest = f.readline(_READ_BYTES)
+            if rest and not rest.endswith(b"\n") and len(rest) == _READ_BYTES:
+                return None
+            data += rest
+    first = 0
+    if segment.start > 0:
+        first = data.find(b"\n") + 1  # skip the line the previous segment owns (or the byte before ours)
+        if first == 0:
+            return None
+    try:
+        text = data[first:].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line.rstrip("\r") for line in lines]
+    if max(map(len, lines), default=0) > MAX_PARSE_CHARS:
+        return None
+    return lines, begin + len(data)
 
 
 def plan_chunks(files, chunk_bytes):

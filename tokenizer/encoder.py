@@ -6,10 +6,12 @@ batches with the Rust ``tokenizers`` model on MeCab's pre-split words, which is 
 times faster than transformers' Python BertJapaneseTokenizer.
 """
 
+import collections
 import itertools
 import json
-import operator
 import os
+
+import numpy as np
 
 from tokenizers import Tokenizer
 from tokenizers.models import BPE, WordPiece
@@ -20,6 +22,12 @@ from .train import CONTINUATION
 
 # transformers' WordpieceTokenizer turns words longer than this into [UNK]; so does ours.
 MAX_WORD_CHARS = 100
+
+
+def ranges_index(starts, lengths):
+    """Indices of the ranges [start, start + length), concatenated (an int64 array)."""
+    ends = np.cumsum(lengths)
+    return np.repeat(starts - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)
 
 
 def read_tokenizer_config(tokenizer_dir):
@@ -71,9 +79,14 @@ class SubwordEncoder:
         else:
             raise UserError(f"--tokenizer_dir {tokenizer_dir} holds neither vocab.txt nor vocab.json")
         self.vocab = vocab
+        self._whole_word_ids = {}  # words whose ids are their vocabulary entry (see _add_words)
+        if self.tokenizer_type == "wordpiece":
+            too_long = max(map(len, vocab), default=0) > MAX_WORD_CHARS
+            self._whole_word_ids = {t: i for t, i in vocab.items() if len(t) <= MAX_WORD_CHARS} if too_long else vocab
         self._rust = Tokenizer(model)
         self._rust.add_special_tokens(sorted(added, key=added.get))
-        self._word_cache, self._max_cache = {}, 2_000_000
+        self._max_cache = 2_000_000  # distinct words kept in the encode_flat table
+        self._reset_cache()
         try:
             self.splitter = MecabWordSplitter(**self.mecab_kwargs, special_tokens=added)
         except DictionaryNotInstalled as error:
@@ -91,24 +104,48 @@ class SubwordEncoder:
         encodings = self._rust.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=False)
         return [(e.ids, e.word_ids) for e in encodings]
 
-    def encode_word_ids(self, words):
-        """Subword ids of each word (a list of lists), memoized: words repeat a lot in text."""
-        cache = self._word_cache
-        result = list(map(cache.get, words))
-        missing = sorted(set(itertools.compress(words, map(operator.not_, result))))
-        if missing:
-            for word, encoding in zip(missing, self._rust.encode_batch([[w] for w in missing], is_pretokenized=True,
-                                                                        add_special_tokens=False)):
-                cache[word] = encoding.ids
-            if len(cache) > self._max_cache:
-                cache.clear()
-            result = list(map(cache.get, words))
-            if None in result:  # only when the cache was just cleared
-                result = [ids if ids is not None else self._word_ids_uncached(w) for w, ids in zip(words, result)]
-        return result
+    def encode_flat(self, words):
+        """Pre-split words -> (ids of all their subwords in order, number of subwords of each word).
 
-    def _word_ids_uncached(self, word):
-        return self._rust.encode([word], is_pretokenized=True, add_special_tokens=False).ids
+        The data pipeline's fast path: a word's ids are computed once per process and kept
+        in one flat table, so a chunk of text costs one dict lookup a word and a numpy
+        gather. (Encoding each line through the Rust tokenizer cost as much as MeCab.)
+        """
+        if len(self._slot_of) > self._max_cache:
+            self._reset_cache()
+        known = len(self._slot_of)
+        # a new word gets the next slot number from the defaultdict's factory, in C
+        slots = np.fromiter(map(self._slot_of.__getitem__, words), dtype=np.int64, count=len(words))
+        if len(self._slot_of) > known:
+            self._add_words(list(itertools.islice(self._slot_of, known, None)))
+        lengths = self._slot_lengths[slots]
+        return self._pieces[ranges_index(self._slot_starts[slots], lengths)], lengths
+
+    def _reset_cache(self):
+        self._slot_of = collections.defaultdict(itertools.count().__next__)
+        self._slot_starts = np.zeros(0, dtype=np.int64)
+        self._slot_lengths = np.zeros(0, dtype=np.int64)
+        self._pieces = np.zeros(0, dtype=np.int32)
+
+    def _add_words(self, new_words):
+        """Append the subword ids of words seen for the first time (in slot order) to the table."""
+        count = len(new_words)
+        # WordPiece matches the longest prefix first: a whole word in the vocabulary is one id
+        whole = np.fromiter(map(self._whole_word_ids.get, new_words, itertools.repeat(-1)), dtype=np.int64, count=count)
+        lengths = np.ones(count, dtype=np.int64)
+        missing = np.flatnonzero(whole < 0)
+        if len(missing):
+            # the other words go to the Rust model as one pre-split sequence: one call, not one per word
+            encoding = self._rust.encode([new_words[k] for k in missing], is_pretokenized=True, add_special_tokens=False)
+            lengths[missing] = np.bincount(np.asarray(encoding.word_ids, dtype=np.int64), minlength=len(missing))
+        starts = np.cumsum(lengths) - lengths
+        flat = np.empty(int(lengths.sum()), dtype=np.int32)
+        flat[starts[whole >= 0]] = whole[whole >= 0]
+        if len(missing):
+            flat[ranges_index(starts[missing], lengths[missing])] = encoding.ids
+        self._slot_starts = np.concatenate([self._slot_starts, len(self._pieces) + starts])
+        self._slot_lengths = np.concatenate([self._slot_lengths, lengths])
+        self._pieces = np.concatenate([self._pieces, flat])
 
     def encode(self, texts):
         """Raw lines of text -> list of (ids, word index of each id)."""

@@ -127,6 +127,23 @@ class MecabWordSplitter:
                 words.extend(self._parse(piece))
         return words
 
+    def split_many(self, texts):
+        """The words of many texts at once: (all words in order, the number of words of each text).
+
+        The same words as ``split`` on each text, with the per-text Python work cut to one
+        MeCab call (the data pipeline runs this over every line of the corpus).
+        """
+        normalized = [unicodedata.normalize("NFKC", text) for text in texts]
+        special = self._special_pattern is not None and any(c in "".join(texts) for c in self._special_first_chars)
+        if not special and max(map(len, normalized), default=0) <= MAX_PARSE_CHARS:
+            outputs = list(map(self._tagger.parse, normalized))
+            words = " ".join(outputs).split()
+            counts = [output.count(" ") + 1 if output else 0 for output in outputs]
+            if sum(counts) == len(words):  # else a word holds a character str.split cuts at (rare)
+                return words, counts
+        per_text = [self.split(text) for text in texts]
+        return [w for words in per_text for w in words], [len(words) for words in per_text]
+
     def __getstate__(self):
         # The fugashi tagger cannot be pickled (datasets workers, multiprocessing).
         return {"mecab_dic": self.mecab_dic, "mecab_option": self.mecab_option, "special_tokens": list(self.special_tokens)}
