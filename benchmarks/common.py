@@ -51,17 +51,17 @@ def best_of(n, fn):
     return min(times)
 
 
-def _raw_parse(lines):
+def _raw_parse(lines, mecab_dic):
     import fugashi
 
     from tokenizer.mecab import mecab_arguments
 
-    tagger = fugashi.GenericTagger(mecab_arguments("unidic_lite") + " -Owakati")
+    tagger = fugashi.GenericTagger(mecab_arguments(mecab_dic) + " -Owakati")
     for line in lines:
         tagger.parse(line)
 
 
-def raw_fugashi(path, processes, repeat):
+def raw_fugashi(path, processes, repeat, mecab_dic="unidic_lite"):
     """The reference: seconds for fugashi's wakati parse of every line, lines split evenly over processes."""
     with open(path, encoding="utf-8") as f:
         lines = [line.rstrip("\n") for line in f if line.strip()]
@@ -69,7 +69,7 @@ def raw_fugashi(path, processes, repeat):
     ctx = mp.get_context("fork")
 
     def run():
-        workers = [ctx.Process(target=_raw_parse, args=(shard,)) for shard in shards]
+        workers = [ctx.Process(target=_raw_parse, args=(shard, mecab_dic)) for shard in shards]
         for w in workers:
             w.start()
         for w in workers:

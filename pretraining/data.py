@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from tokenizer.corpus import expand_inputs, plan_chunks, read_documents
 from tokenizer.encoder import SubwordEncoder
@@ -281,26 +280,27 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
         num_proc = max(1, min(num_proc or available_cpus(), len(tasks)))
         _encoders.setdefault(os.path.abspath(tokenizer_dir), encoder)  # forked workers start with it loaded
         totals = {"examples": 0, "tokens": 0}
-        bar = tqdm(total=sum(c.end - c.start for c in chunks), unit="B", unit_scale=True,
-                   desc=f"Building {spec.kind} examples", disable=not show_progress)
-        with bar:
-            if num_proc == 1:
-                results = map(build_chunk, tasks)
-                pool = None
-            else:
-                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-                pool = ctx.Pool(num_proc, initializer=_worker_init)
-                results = pool.imap(build_chunk, tasks)  # in chunk order, so any num_proc gives the same folder
-            try:
+        if num_proc == 1:
+            results = map(build_chunk, tasks)
+            pool = None
+        else:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            pool = ctx.Pool(num_proc, initializer=_worker_init)
+            results = pool.imap(build_chunk, tasks)  # in chunk order, so any num_proc gives the same folder
+        try:
+            from tqdm.auto import tqdm  # imported once the workers run: it takes 0.1 s
+
+            with tqdm(total=sum(c.end - c.start for c in chunks), unit="B", unit_scale=True,
+                      desc=f"Building {spec.kind} examples", disable=not show_progress) as bar:
                 for index, count, tokens, size in results:
                     totals["examples"] += count
                     totals["tokens"] += tokens
                     shards.append(tasks[index][4])
                     bar.update(size)
-            finally:
-                if pool is not None:
-                    pool.terminate()
-                    pool.join()
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
         shards.close()
         if totals["examples"] == 0:
             return totals

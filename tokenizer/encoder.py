@@ -18,8 +18,8 @@ from tokenizers.models import BPE, WordPiece
 
 from .errors import UserError
 from .mecab import DictionaryNotInstalled, MecabWordSplitter
-from .train import CONTINUATION
 
+CONTINUATION = "##"  # the prefix of subwords that continue a word, in both tokenizer types
 # transformers' WordpieceTokenizer turns words longer than this into [UNK]; so does ours.
 MAX_WORD_CHARS = 100
 

@@ -17,12 +17,12 @@ import tempfile
 from dataclasses import asdict, dataclass
 
 from .corpus import expand_inputs
+from .encoder import CONTINUATION
 from .errors import UserError
 from .mecab import DICTIONARIES, DictionaryNotInstalled, MecabWordSplitter
 from .word_split import split_corpus
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-CONTINUATION = "##"
 TOKENIZER_TYPES = ("wordpiece", "bpe")
 TRAINING_RECORD = "tokenizer_training.json"
 MODEL_MAX_LENGTH = 512
