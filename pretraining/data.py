@@ -160,30 +160,43 @@ def tokenize_chunk(encoder, documents):
 
 
 def build_columns(text, spec, encoder, chunk_index):
-    """The examples of one chunk, as columns (see pretraining/examples.py)."""
+    """One chunk's examples as columns (see pretraining/examples.py), and for the packed
+    objectives the tokens left over after its last whole block (else None)."""
     cls_id, sep_id = encoder.token_id("[CLS]"), encoder.token_id("[SEP]")
     if spec.kind in ("nsp", "sop"):
         rng = random.Random(f"{spec.seed}:{chunk_index}")
-        return ex.sentence_pairs(text, spec.sequence_length, cls_id, sep_id, rng,
-                                 order_prediction=spec.kind == "sop", short_seq_prob=spec.short_seq_prob)
+        columns = ex.sentence_pairs(text, spec.sequence_length, cls_id, sep_id, rng,
+                                    order_prediction=spec.kind == "sop", short_seq_prob=spec.short_seq_prob)
+        return columns, None
+    return pack_stream(ex.token_stream(text, cls_id, sep_id), spec, encoder, chunk_index)
+
+
+def pack_stream(stream, spec, encoder, chunk_index):
+    """Blocks (packed) or span-corruption pairs (span) of a token stream, and the tokens left over."""
     if spec.kind == "packed":
-        return ex.packed_blocks(text, spec.sequence_length, cls_id, sep_id)
+        return ex.packed_blocks(stream, spec.sequence_length)
     if spec.kind == "span":
         rng_np = np.random.default_rng([spec.seed, chunk_index])
-        return ex.span_corruption(text, spec.sequence_length, cls_id, sep_id, sentinel_ids(encoder), sep_id,
+        return ex.span_corruption(stream, spec.sequence_length, sentinel_ids(encoder), encoder.token_id("[SEP]"),
                                   rng_np, spec.noise_density, spec.mean_noise_span_length)
     raise ValueError(f"unknown example kind {spec.kind}")
 
 
+def _write_chunk(columns, schema, out_path):
+    batch = _record_batch(columns, schema)
+    with pa.OSFile(out_path, "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_table(pa.Table.from_batches([batch]), max_chunksize=_WRITE_BATCH)
+    return batch.num_rows
+
+
 def build_chunk(task):
-    """Build one chunk's examples into an Arrow file; returns (index, examples, tokens, bytes)."""
+    """Build one chunk's examples into an Arrow file; returns (index, examples, tokens, bytes, leftover)."""
     index, segment, tokenizer_dir, spec, out_path, encoding_errors = task
     encoder = _encoder(tokenizer_dir)
     text = tokenize_chunk(encoder, list(read_documents(segment, encoding_errors)))
-    batch = _record_batch(build_columns(text, spec, encoder, index), SCHEMAS[spec.kind])
-    with pa.OSFile(out_path, "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_table(pa.Table.from_batches([batch]), max_chunksize=_WRITE_BATCH)
-    return index, batch.num_rows, len(text.ids), segment.end - segment.start
+    columns, leftover = build_columns(text, spec, encoder, index)
+    count = _write_chunk(columns, SCHEMAS[spec.kind], out_path)
+    return index, count, len(text.ids), segment.end - segment.start, leftover
 
 
 _NUMPY_TYPES = {pa.int8(): np.int8, pa.int32(): np.int32}
@@ -279,7 +292,7 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
         shards = _ShardWriter(final, SCHEMAS[spec.kind])
         num_proc = max(1, min(num_proc or available_cpus(), len(tasks)))
         _encoders.setdefault(os.path.abspath(tokenizer_dir), encoder)  # forked workers start with it loaded
-        totals = {"examples": 0, "tokens": 0}
+        totals, leftovers = {"examples": 0, "tokens": 0}, []
         if num_proc == 1:
             results = map(build_chunk, tasks)
             pool = None
@@ -292,15 +305,22 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
 
             with tqdm(total=sum(c.end - c.start for c in chunks), unit="B", unit_scale=True,
                       desc=f"Building {spec.kind} examples", disable=not show_progress) as bar:
-                for index, count, tokens, size in results:
+                for index, count, tokens, size, leftover in results:
                     totals["examples"] += count
                     totals["tokens"] += tokens
                     shards.append(tasks[index][4])
+                    leftovers.append(leftover)
                     bar.update(size)
         finally:
             if pool is not None:
                 pool.terminate()
                 pool.join()
+        if spec.kind in ("packed", "span"):
+            # the chunks' leftover tokens, joined in order, make the last blocks: only the final remainder is dropped
+            columns, _ = pack_stream(ex.join_streams(leftovers), spec, encoder, len(chunks))
+            path = os.path.join(staging, "leftovers.arrow")
+            totals["examples"] += _write_chunk(columns, SCHEMAS[spec.kind], path)
+            shards.append(path)
         shards.close()
         if totals["examples"] == 0:
             return totals

@@ -185,10 +185,30 @@ def token_stream(text, cls_id, sep_id):
     return ids[index], word_ids[index]
 
 
-def packed_blocks(text, block_length, cls_id, sep_id):
-    """Consecutive blocks of exactly ``block_length`` tokens; only the final remainder is dropped."""
-    ids, word_ids = token_stream(text, cls_id, sep_id)
-    return {"input_ids": ListColumn.fixed(ids, block_length), "word_ids": ListColumn.fixed(word_ids, block_length)}
+def packed_blocks(stream, block_length):
+    """Consecutive blocks of exactly ``block_length`` tokens of a token stream (ids, word_ids).
+
+    Returns the columns and the tokens left over after the last whole block.
+    """
+    ids, word_ids = stream
+    whole = len(ids) // block_length * block_length
+    columns = {"input_ids": ListColumn.fixed(ids[:whole], block_length),
+               "word_ids": ListColumn.fixed(word_ids[:whole], block_length)}
+    return columns, (ids[whole:], word_ids[whole:])
+
+
+def join_streams(streams):
+    """Token streams one after the other, word ids renumbered so that words stay distinct."""
+    ids, word_ids, next_word = [], [], 0
+    for stream_ids, stream_word_ids in streams:
+        words = stream_word_ids >= 0
+        first = stream_word_ids[words].min() if words.any() else 0
+        ids.append(stream_ids)
+        word_ids.append(np.where(words, stream_word_ids - first + next_word, NO_WORD).astype(np.int32))
+        next_word += int(stream_word_ids[words].max() - first + 1) if words.any() else 0
+    if not ids:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
+    return np.concatenate(ids), np.concatenate(word_ids)
 
 
 # ---- T5 span corruption ----
@@ -256,17 +276,21 @@ def corrupt_spans(tokens, mask, sentinel_ids, eos_id):
     return replace(noise_starts, ~mask | noise_starts), replace(keep_starts, mask | keep_starts)
 
 
-def span_corruption(text, inputs_length, cls_id, sep_id, sentinel_ids, eos_id, rng_np,
-                    noise_density=0.15, mean_noise_span_length=3.0):
-    """T5 v1.1 span-corruption pairs with inputs of ``inputs_length`` tokens exactly.
+def span_corruption(stream, inputs_length, sentinel_ids, eos_id, rng_np, noise_density=0.15,
+                    mean_noise_span_length=3.0):
+    """T5 v1.1 span-corruption pairs, inputs of ``inputs_length`` tokens exactly, from a token stream.
 
-    ``rng_np`` is a ``numpy.random.Generator``.
+    ``rng_np`` is a ``numpy.random.Generator``. Returns the columns and the tokens left over.
     """
     raw_length, targets_length = span_lengths(inputs_length, noise_density, mean_noise_span_length)
-    blocks = packed_blocks(text, raw_length, cls_id, sep_id)["input_ids"]
-    tokens = blocks.values.reshape(len(blocks), raw_length)
-    mask = noise_mask(len(blocks), raw_length, noise_density, mean_noise_span_length, rng_np)
-    inputs, targets = corrupt_spans(tokens, mask, sentinel_ids, eos_id)
+    blocks, rest = packed_blocks(stream, raw_length)
+    tokens = blocks["input_ids"].values.reshape(len(blocks["input_ids"]), raw_length)
+    if len(tokens):
+        mask = noise_mask(len(tokens), raw_length, noise_density, mean_noise_span_length, rng_np)
+        inputs, targets = corrupt_spans(tokens, mask, sentinel_ids, eos_id)
+    else:
+        inputs, targets = np.zeros((0, inputs_length), np.int32), np.zeros((0, targets_length), np.int32)
     assert inputs.shape[1] == inputs_length and targets.shape[1] == targets_length, (inputs.shape, targets.shape)
-    return {"input_ids": ListColumn.fixed(inputs.ravel(), inputs_length),
-            "labels": ListColumn.fixed(targets.ravel(), targets_length)}
+    columns = {"input_ids": ListColumn.fixed(inputs.ravel(), inputs_length),
+               "labels": ListColumn.fixed(targets.ravel(), targets_length)}
+    return columns, rest

@@ -1,5 +1,6 @@
 """Corpus -> cached pretraining examples: every objective, the cache, interruption."""
 
+import collections
 import json
 import os
 import signal
@@ -101,6 +102,20 @@ print(json.dumps([tok(l, add_special_tokens=False)["input_ids"] for l in {sample
     assert content == expected[: len(content)]
     assert len(expected) - len(content) < 50  # only the final remainder is dropped
     assert stream[0] == cls_id and stream.count(cls_id) >= 20  # one [CLS] per document
+
+
+def test_packed_blocks_across_chunks_drop_only_the_final_remainder(wordpiece_dir, tmp_path, special, monkeypatch):
+    # Each chunk's tokens after its last whole block are carried into blocks built at the
+    # end, so many small chunks lose no more than one big one.
+    cls_id, sep_id = special
+    monkeypatch.setattr(data, "CHUNK_BYTES", 4096)
+    assert len(plan_chunks([SAMPLE_CORPUS], 4096)) >= 5
+    dataset, info = build(wordpiece_dir, tmp_path, "packed", 64)
+    content = [i for row in dataset["input_ids"] for i in row if i not in (cls_id, sep_id)]
+    assert all(len(row) == 64 for row in dataset["input_ids"])
+    assert 0 <= info["tokens"] - len(content) < 64
+    corpus_ids = collections.Counter(i for ids, _ in SubwordEncoder(wordpiece_dir).encode(sample_lines()) for i in ids)
+    assert not collections.Counter(content) - corpus_ids
 
 
 def test_t5_span_corruption_exact_lengths_and_recoverable(wordpiece_dir, tmp_path, special):

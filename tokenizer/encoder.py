@@ -30,6 +30,16 @@ def ranges_index(starts, lengths):
     return np.repeat(starts - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)
 
 
+def _put(array, at, values):
+    """array[at : at + len(values)] = values, doubling the array first when it is too short."""
+    if at + len(values) > len(array):
+        grown = np.zeros(max(2 * len(array), at + len(values)), dtype=array.dtype)
+        grown[:at] = array[:at]
+        array = grown
+    array[at : at + len(values)] = values
+    return array
+
+
 def read_tokenizer_config(tokenizer_dir):
     path = os.path.join(tokenizer_dir, "tokenizer_config.json")
     if not os.path.isfile(path):
@@ -85,7 +95,7 @@ class SubwordEncoder:
             self._whole_word_ids = {t: i for t, i in vocab.items() if len(t) <= MAX_WORD_CHARS} if too_long else vocab
         self._rust = Tokenizer(model)
         self._rust.add_special_tokens(sorted(added, key=added.get))
-        self._max_cache = 2_000_000  # distinct words kept in the encode_flat table
+        self._max_cache = 300_000  # distinct words kept in the encode_flat table (tens of MB)
         self._reset_cache()
         try:
             self.splitter = MecabWordSplitter(**self.mecab_kwargs, special_tokens=added)
@@ -123,9 +133,11 @@ class SubwordEncoder:
 
     def _reset_cache(self):
         self._slot_of = collections.defaultdict(itertools.count().__next__)
-        self._slot_starts = np.zeros(0, dtype=np.int64)
-        self._slot_lengths = np.zeros(0, dtype=np.int64)
-        self._pieces = np.zeros(0, dtype=np.int32)
+        # the table, in arrays that grow by doubling: slot -> (start, length) in _pieces
+        self._slot_starts = np.zeros(1024, dtype=np.int64)
+        self._slot_lengths = np.zeros(1024, dtype=np.int64)
+        self._pieces = np.zeros(4096, dtype=np.int32)
+        self._slots_used = self._pieces_used = 0
 
     def _add_words(self, new_words):
         """Append the subword ids of words seen for the first time (in slot order) to the table."""
@@ -143,9 +155,11 @@ class SubwordEncoder:
         flat[starts[whole >= 0]] = whole[whole >= 0]
         if len(missing):
             flat[ranges_index(starts[missing], lengths[missing])] = encoding.ids
-        self._slot_starts = np.concatenate([self._slot_starts, len(self._pieces) + starts])
-        self._slot_lengths = np.concatenate([self._slot_lengths, lengths])
-        self._pieces = np.concatenate([self._pieces, flat])
+        self._slot_starts = _put(self._slot_starts, self._slots_used, self._pieces_used + starts)
+        self._slot_lengths = _put(self._slot_lengths, self._slots_used, lengths)
+        self._pieces = _put(self._pieces, self._pieces_used, flat)
+        self._slots_used += count
+        self._pieces_used += len(flat)
 
     def encode(self, texts):
         """Raw lines of text -> list of (ids, word index of each id)."""
