@@ -8,7 +8,9 @@ Python. Special tokens get word id -1. Masking is not done here: collators mask 
 time. All randomness comes from the generator passed in.
 
 Each builder returns columns: a list column is a ``ListColumn`` (flat values and offsets,
-as Arrow stores it), any other column a numpy array.
+as Arrow stores it), any other column a numpy array. The packed builders work on a token
+stream (``token_stream``) and also return the tokens after their last whole block, which
+the caller carries into the next blocks (``join_streams``).
 """
 
 import bisect
