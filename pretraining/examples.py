@@ -30,10 +30,6 @@ class TokenizedText:
     sentence_starts: np.ndarray  # int64, token offset of each sentence, and the end
     document_starts: np.ndarray  # int64, first sentence of each document, and the end
 
-    @property
-    def num_documents(self):
-        return len(self.document_starts) - 1
-
     def with_specials(self, *ids):
         """(ids, word_ids) with the given special ids appended at index len(self.ids), len + 1, ..."""
         return (np.concatenate([self.ids, np.asarray(ids, dtype=np.int32)]),
@@ -52,9 +48,6 @@ class ListColumn:
 
     def __len__(self):
         return len(self.offsets) - 1
-
-    def row(self, k):
-        return self.values[self.offsets[k] : self.offsets[k + 1]]
 
 
 def _lengths_to_offsets(lengths):
