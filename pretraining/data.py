@@ -261,7 +261,7 @@ def prepare_examples(input_files, tokenizer_dir, spec, dataset_dir=None, num_pro
     encoder = encoder or SubwordEncoder(tokenizer_dir)
     if spec.kind == "span":
         raw_length, _ = ex.span_lengths(spec.sequence_length, spec.noise_density, spec.mean_noise_span_length)
-        spans = round(round(raw_length * spec.noise_density) / spec.mean_noise_span_length)
+        _, spans = ex.noise_counts(raw_length, spec.noise_density, spec.mean_noise_span_length)
         if spans > NUM_SENTINELS:
             raise UserError(f"sequence-length {spec.sequence_length} needs {spans} sentinels; at most {NUM_SENTINELS}")
     fingerprint = examples_fingerprint(files, tokenizer_dir, spec)

@@ -208,6 +208,12 @@ def join_streams(streams):
 
 # ---- T5 span corruption ----
 
+def noise_counts(tokens_length, noise_density=0.15, mean_noise_span_length=3.0):
+    """(noise tokens, noise spans) among ``tokens_length`` raw tokens, rounded as T5 does."""
+    noise = int(round(tokens_length * noise_density))
+    return noise, int(round(noise / mean_noise_span_length))
+
+
 def span_lengths(inputs_length, noise_density=0.15, mean_noise_span_length=3.0):
     """(raw tokens per example, targets length) so span corruption yields exactly ``inputs_length``.
 
@@ -216,8 +222,7 @@ def span_lengths(inputs_length, noise_density=0.15, mean_noise_span_length=3.0):
     """
 
     def lengths(tokens_length):
-        noise = int(round(tokens_length * noise_density))
-        spans = int(round(noise / mean_noise_span_length))
+        noise, spans = noise_counts(tokens_length, noise_density, mean_noise_span_length)
         return tokens_length - noise + spans + 1, noise + spans + 1
 
     tokens_length = inputs_length

@@ -133,8 +133,8 @@ class MecabWordSplitter:
         The same words as ``split`` on each text, with the per-text Python work cut to one
         MeCab call (the data pipeline runs this over every line of the corpus).
         """
-        normalized = [unicodedata.normalize("NFKC", text) for text in texts]
-        special = self._special_pattern is not None and any(c in "".join(texts) for c in self._special_first_chars)
+        special = self._has_special("".join(texts))
+        normalized = [] if special else [unicodedata.normalize("NFKC", text) for text in texts]
         if not special and max(map(len, normalized), default=0) <= MAX_PARSE_CHARS:
             outputs = list(map(self._tagger.parse, normalized))
             words = " ".join(outputs).split()
