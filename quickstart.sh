@@ -15,12 +15,19 @@ python run_pretraining.py --input_file sample_corpus/sample.txt --tokenizer_dir 
 
 python - "$OUT/tokenizer" "$OUT/bert-tiny" <<'PY'
 import sys
-from transformers import AutoTokenizer, pipeline
+import torch
+from transformers import AutoModelForPreTraining, AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
 text = "朝早く起きて、窓を開けると冷たい空気が部屋に入ってきた。"
 print(type(tokenizer).__name__, "->", tokenizer.tokenize(text))
-fill = pipeline("fill-mask", model=sys.argv[2])
-for guess in fill("朝早く起きて、窓を[MASK]と冷たい空気が部屋に入ってきた。")[:3]:
-    print(f"{guess['score']:.3f}  {guess['sequence']}")
+# loaded as what it is (BertForPreTraining): the fill-mask pipeline would load it as
+# BertForMaskedLM and report the pooler and next-sentence head as unexpected weights
+model = AutoModelForPreTraining.from_pretrained(sys.argv[2]).eval()
+inputs = tokenizer("朝早く起きて、窓を[MASK]と冷たい空気が部屋に入ってきた。", return_tensors="pt")
+masked = (inputs["input_ids"][0] == tokenizer.mask_token_id).nonzero()[0, 0]
+with torch.no_grad():
+    probabilities = model(**inputs).prediction_logits[0, masked].softmax(-1)
+for score, token_id in zip(*probabilities.topk(3)):
+    print(f"{score:.3f}  窓を[{tokenizer.decode([token_id])}]と冷たい空気が…")
 PY
 echo "TensorBoard: tensorboard --logdir $OUT/runs"

@@ -25,13 +25,13 @@ PRESET = {"number-of-layers": 4, "hidden-size": 256, "ffn-inner-hidden-size": 10
 
 TRAINER_SCRIPT = r"""
 import json, sys, time, torch
-from datasets import load_from_disk
+from pretraining.data import load_examples
 from transformers import (AutoTokenizer, BertConfig, BertForPreTraining, DataCollatorForLanguageModeling, Trainer,
                           TrainerCallback, TrainingArguments)
 examples, tokenizer_dir, steps, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(int(sys.argv[5]))
 tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-dataset = load_from_disk(examples).remove_columns(["word_ids"])
+dataset = load_examples(examples)[0].remove_columns(["word_ids"])
 config = BertConfig(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                     intermediate_size=1024, max_position_embeddings=512)
 model = BertForPreTraining(config)
@@ -56,13 +56,13 @@ ELECTRA = {"number-of-layers": 4, "hidden-size": 256, "embedding-size": 128, "ff
 # tied generator head, sampling at masked positions, MLM + 50 x replaced-token-detection loss.
 PLAIN_ELECTRA = r"""
 import json, sys, time, torch, torch.nn.functional as F
-from datasets import load_from_disk
+from pretraining.data import load_examples
 from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, ElectraConfig, ElectraForMaskedLM,
                           ElectraForPreTraining)
 examples, tokenizer_dir, steps, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(int(sys.argv[5]))
 tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-data = load_from_disk(examples).remove_columns(["word_ids"])
+data = load_examples(examples)[0].remove_columns(["word_ids"])
 common = dict(vocab_size=len(tokenizer), embedding_size=128, num_hidden_layers=4, max_position_embeddings=512)
 generator = ElectraForMaskedLM(ElectraConfig(hidden_size=64, num_attention_heads=1, intermediate_size=256, **common))
 discriminator = ElectraForPreTraining(ElectraConfig(hidden_size=256, num_attention_heads=4, intermediate_size=1024, **common))
@@ -159,7 +159,7 @@ if __name__ == "__main__":
             ours = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)
         if "bert" in parts:
             result = subprocess.run([sys.executable, "-c", TRAINER_SCRIPT, examples, tokenizer_dir, str(args.steps),
-                                     str(args.warm), str(args.threads)], capture_output=True, text=True)
+                                     str(args.warm), str(args.threads)], capture_output=True, text=True, cwd=ROOT)
             if result.returncode:
                 sys.exit(result.stderr[-3000:])
             stock = json.loads(result.stdout.strip().splitlines()[-1])["s_per_step"]
@@ -180,7 +180,7 @@ if __name__ == "__main__":
             times = event_times(os.path.join(work, "runs", "electra"))
             ours_electra = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)
             result = subprocess.run([sys.executable, "-c", PLAIN_ELECTRA, electra_examples, tokenizer_dir,
-                                     str(args.steps), str(args.warm), str(args.threads)], capture_output=True, text=True)
+                                     str(args.steps), str(args.warm), str(args.threads)], capture_output=True, text=True, cwd=ROOT)
             if result.returncode:
                 sys.exit(result.stderr[-3000:])
             plain = json.loads(result.stdout.strip().splitlines()[-1])["s_per_step"]
@@ -193,7 +193,7 @@ if __name__ == "__main__":
             json.dump({"bert-bench": dict(PRESET, **{"train-steps": args.steps, "logging-steps": 10})},
                       open(params, "w"))
             scaled = command("bert-bench", os.path.join(work, "two-model"), examples, "two")
-            launcher = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2"]
+            launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
             subprocess.run(launcher + scaled[1:], capture_output=True, text=True, check=True)
             times = event_times(os.path.join(work, "runs", "two"))
             two = (times[args.steps] - times[args.warm]) / (args.steps - args.warm)

@@ -57,7 +57,11 @@ def save_checkpoint(accelerator, model_dir, step, write_files, state, keep):
             shutil.rmtree(temporary)
         os.makedirs(temporary)
     accelerator.wait_for_everyone()
-    accelerator.save_state(os.path.join(temporary, ACCELERATE_DIR))
+    # The resume state beside the model. torch's format rather than safetensors: it keeps tied
+    # weights (BERT's decoder and embeddings) as one tensor, where safetensors needs one copy
+    # dropped and accelerate warns about it. Like the optimizer and RNG files next to it, only
+    # load_state reads it; the model users load is the save_pretrained one (safetensors).
+    accelerator.save_state(os.path.join(temporary, ACCELERATE_DIR), safe_serialization=False)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_files(temporary)

@@ -1,4 +1,4 @@
-"""Corpus + tokenizer -> pretraining examples in a ``datasets`` folder, built once and cached.
+"""Corpus + tokenizer -> pretraining examples in a folder of Arrow files, built once and cached.
 
 The corpus is cut into chunks of about 512 KB on document boundaries. Worker processes
 split each chunk's lines into MeCab words, encode them with the subword model into one
@@ -19,6 +19,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import re
 import shutil
 import socket
 import tempfile
@@ -39,7 +40,7 @@ CHUNK_BYTES = 512 << 10
 INFO_FILE = "examples_info.json"
 NUM_SENTINELS = 100
 _WRITE_BATCH = 1000  # rows per Arrow record batch
-SHARD_BYTES = 500 << 20  # data file size, as datasets' save_to_disk
+SHARD_BYTES = 500 << 20  # data file size
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ def _check_existing(dataset_dir, fingerprint, overwrite_cache, disable_overwrite
 
 def prepare_examples(input_files, tokenizer_dir, spec, dataset_dir=None, num_proc=None, overwrite_cache=False,
                      disable_overwrite_cache=False, encoding_errors="strict", show_progress=True, encoder=None):
-    """Build (or reuse) the examples; returns the folder that ``datasets.load_from_disk`` opens.
+    """Build (or reuse) the examples; returns the folder that ``load_examples`` opens.
 
     ``encoder``: the SubwordEncoder of ``tokenizer_dir`` when the caller already has one.
     """
@@ -324,7 +325,6 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
         shards.close()
         if totals["examples"] == 0:
             return totals
-        _write_datasets_metadata(final, shards.names, fingerprint)
         info = {
             "fingerprint": fingerprint,
             "builder_version": BUILDER_VERSION,
@@ -332,6 +332,7 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
             "tokenizer_dir": os.path.abspath(tokenizer_dir),
             "vocab_size": encoder.vocab_size,
             "corpus": [os.path.abspath(p) for p in files],
+            "data_files": _name_data_files(final, shards.names),
             "examples": totals["examples"],
             "tokens": totals["tokens"],
             "build_seconds": round(time.time() - started, 2),
@@ -376,30 +377,12 @@ class _ShardWriter:
             self._writer = None
 
 
-def _write_datasets_metadata(folder, data_files, fingerprint):
-    """Name the data files and write the two JSON files that make ``folder`` a ``save_to_disk`` folder.
-
-    Written by hand, not with ``Dataset.save_to_disk``: importing ``datasets`` alone takes
-    over a second (as long as building the examples of a 6 MB corpus), and save_to_disk
-    would copy every example once more. ``load_from_disk`` reads the features from the
-    Arrow schema; tests load every built folder with it.
-    """
+def _name_data_files(folder, data_files):
+    """data-00000.arrow ... -> data-00000-of-0000n.arrow ...; returns the new names, in order."""
     names = [f"data-{k:05d}-of-{len(data_files):05d}.arrow" for k in range(len(data_files))]
     for old, new in zip(data_files, names):
         os.rename(os.path.join(folder, old), os.path.join(folder, new))
-    state = {
-        "_data_files": [{"filename": name} for name in names],
-        "_fingerprint": fingerprint,
-        "_format_columns": None,
-        "_format_kwargs": {},
-        "_format_type": None,
-        "_output_all_columns": False,
-        "_split": None,
-    }
-    with open(os.path.join(folder, "state.json"), "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=2)
-    with open(os.path.join(folder, "dataset_info.json"), "w", encoding="utf-8") as f:
-        json.dump({}, f)
+    return names
 
 
 def _partial_prefix(name):
@@ -443,8 +426,12 @@ def _install(built, dataset_dir):
 
 
 def load_examples(dataset_dir, spec=None):
-    """Open a prepared examples folder, checking that it fits the preset when one is given."""
-    from datasets import load_from_disk
+    """Open a prepared examples folder as a ``datasets.Dataset``, checking that it fits the preset when one is given.
+
+    The data files are Arrow streams, the format of datasets' own cache files: ``Dataset.from_file``
+    memory-maps each one, nothing is copied.
+    """
+    from datasets import Dataset, concatenate_datasets
 
     info = read_info(dataset_dir)
     if info is None:
@@ -456,7 +443,12 @@ def load_examples(dataset_dir, spec=None):
                 f"--dataset_dir {dataset_dir} holds {built['kind']} examples of length {built['sequence_length']}, "
                 f"but the preset needs {spec.kind} examples of length {spec.sequence_length}"
             )
-    return load_from_disk(dataset_dir), info
+    # folders built before data_files was recorded hold the same files under the same names
+    names = info.get("data_files") or sorted(n for n in os.listdir(dataset_dir) if re.fullmatch(r"data-\d+-of-\d+\.arrow", n))
+    if not names:
+        raise UserError(f"--dataset_dir {dataset_dir} holds no data files: delete it and build the examples again")
+    parts = [Dataset.from_file(os.path.join(dataset_dir, name)) for name in names]
+    return (parts[0] if len(parts) == 1 else concatenate_datasets(parts)), info
 
 
 def available_cpus():

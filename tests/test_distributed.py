@@ -37,6 +37,10 @@ def setup(tmp_path_factory, wordpiece_dir):
     return work, str(params), wordpiece_dir
 
 
+# accelerate's launcher through the running interpreter: a bare `accelerate` is on PATH only in an activated venv
+ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,7 +69,7 @@ def launch_nodes(setup, model_type, model_dir, extra=()):
     port = free_port()
     processes = []
     for rank in (0, 1):
-        launcher = ["accelerate", "launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
+        launcher = [*ACCELERATE_LAUNCH, "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
                     "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port)]
         processes.append(subprocess.Popen([*command(setup, model_type, model_dir, launcher), *extra],
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(),
@@ -127,7 +131,7 @@ def test_two_processes_and_two_uneven_nodes_equal_one_process(setup, family):
     work = setup[0]
     single, two, nodes = work / f"{family}-1", work / f"{family}-2", work / f"{family}-nodes"
     run_single(setup, f"{family}-single", single)
-    launcher = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())]
+    launcher = [*ACCELERATE_LAUNCH, "--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())]
     result = subprocess.run(command(setup, f"{family}-single", two, launcher), capture_output=True, text=True, env=env())
     assert result.returncode == 0, result.stderr[-3000:]
     wait(launch_nodes(setup, f"{family}-nodes", nodes))

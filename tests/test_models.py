@@ -66,16 +66,21 @@ def test_elmo_directions_see_only_their_side():
     assert base_model.mixed_representation.shape == (2, 12, 16)
 
 
-def test_lstm_generate_carries_the_state():
-    model = tiny("lstm")
-    lengths = []
-    original = model.forward
+def spy_on_forward(model):
+    """Record the length of every forward call's input_ids."""
+    lengths, original = [], model.forward
 
     def spy(input_ids, **kwargs):
         lengths.append(input_ids.shape[1])
         return original(input_ids, **kwargs)
 
     model.forward = spy
+    return lengths, original
+
+
+def test_lstm_generate_carries_the_state():
+    model = tiny("lstm")
+    lengths, original = spy_on_forward(model)
     prompt = torch.tensor([[5, 6, 7, 8]])
     out = model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0)
     assert lengths == [4, 1, 1, 1, 1]  # the prefix once, then one token a step
@@ -84,6 +89,18 @@ def test_lstm_generate_carries_the_state():
         for _ in range(5):
             ids = torch.cat([ids, original(ids).logits[:, -1:].argmax(-1)], dim=1)
     assert torch.equal(out, ids)
+
+
+def test_lstm_beam_search_carries_the_state_of_reordered_beams():
+    model = tiny("lstm")
+    prompts = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    settings = dict(max_new_tokens=6, num_beams=3, num_return_sequences=3, do_sample=False, pad_token_id=0)
+    lengths, original = spy_on_forward(model)
+    carried = model.generate(prompts, **settings)
+    assert lengths == [4] + [1] * 5
+    # the same search re-running the whole prefix at every step
+    model.forward = lambda input_ids, generated_ids=None, **kwargs: original(input_ids, **kwargs)
+    assert torch.equal(carried, model.generate(prompts, **settings))
 
 
 @pytest.mark.parametrize("family", ["gatedcnn", "lstm", "elmo"])
@@ -146,16 +163,24 @@ def test_generate_continues_a_japanese_prompt(trained, model_type, tmp_path):
     path = str(trained[model_type])
     code = f"""
 from transformers import AutoModelForCausalLM, AutoTokenizer
-tokenizer = AutoTokenizer.from_pretrained({path!r})
+# transformers 5.24 reads the model's config (remote code here) before the tokenizer's
+tokenizer = AutoTokenizer.from_pretrained({path!r}, trust_remote_code=True)
 model = AutoModelForCausalLM.from_pretrained({path!r}, trust_remote_code=True).eval()
 prompt = tokenizer("朝早く起きて", add_special_tokens=False, return_tensors="pt")["input_ids"]
+lengths, forward = [], model.forward
+model.forward = lambda input_ids, **kwargs: lengths.append(input_ids.shape[1]) or forward(input_ids, **kwargs)
 out = model.generate(prompt, max_new_tokens=8, do_sample=False)
 new = out[0, prompt.shape[1]:]
 assert len(new) == 8
-print(tokenizer.decode(new))
+print(json.dumps([prompt.shape[1], lengths, tokenizer.decode(new)]))
 """
-    result = run_python(code, cwd=str(tmp_path), block_project=True)
-    assert result.stdout.strip()
+    result = run_python("import json\n" + code, cwd=str(tmp_path), block_project=True)
+    prompt_length, lengths, text = json.loads(result.stdout.strip().splitlines()[-1])
+    if model_type.startswith("lstm"):  # loaded as remote code, the LSTM still reads the prefix once
+        assert lengths == [prompt_length] + [1] * 7
+    else:  # the GatedCNN has no cache: it re-reads the sequence
+        assert lengths == list(range(prompt_length, prompt_length + 8))
+    assert text.strip()
 
 
 def test_auto_classes_after_importing_the_project(trained):

@@ -45,6 +45,8 @@ def pretrain(params, tokenizer_dir, model_dir, model_type, *extra, check=True, c
     result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
+        for noise in ("Removed shared tensor", "Traceback", "LOAD REPORT"):  # the output is progress and figures
+            assert noise not in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
     return result
 
 

@@ -89,9 +89,9 @@ class GatedCnnForCausalLM(GatedCnnPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self):
         return self.lm_head
 
-    @classmethod
-    def _supports_default_dynamic_cache(cls):
-        return False  # no cache: each step runs the (causal) convolutions over the whole prefix
+    def generate(self, *args, **kwargs):
+        kwargs["use_cache"] = False  # no cache: each step runs the (causal) convolutions over the whole prefix
+        return super().generate(*args, **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, **kwargs):
         return {"input_ids": input_ids}

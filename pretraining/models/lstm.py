@@ -1,8 +1,12 @@
 """LSTM language model: embedding, a multi-layer LSTM with dropout, optionally tied softmax.
 
 Self-contained (torch + transformers only): saved beside models for trust_remote_code.
-``generate()`` carries the recurrent state between steps (returned as ``state``, the way
-transformers' RWKV does) instead of re-running the prefix.
+``generate()`` carries the recurrent state between steps instead of re-running the prefix.
+The model keeps that state itself, for the length of one ``generate()`` call: how
+transformers carries a model's cache between steps has changed between 5.x releases
+(5.24 carries only ``outputs["cache"]``, a ``Cache`` object), while the hook used here,
+``prepare_inputs_for_generation`` called with the whole sequence at every step, is the
+documented one.
 """
 
 from dataclasses import dataclass
@@ -84,17 +88,30 @@ class LstmForCausalLM(LstmPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self):
         return self.lm_head
 
-    @classmethod
-    def _supports_default_dynamic_cache(cls):
-        return False  # the recurrent state travels as `state`
+    def generate(self, *args, **kwargs):
+        kwargs["use_cache"] = False  # no transformers Cache: the state is carried here instead
+        self._carried = None  # (the sequence the state has read, the state) during this call
+        try:
+            return super().generate(*args, **kwargs)
+        finally:
+            self._carried = None
 
-    def prepare_inputs_for_generation(self, input_ids, state=None, **kwargs):
-        if state is not None:
-            input_ids = input_ids[:, -1:]  # the state already holds the prefix
-        return {"input_ids": input_ids, "state": state}
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        carried = getattr(self, "_carried", None)
+        if carried is not None and carried[0].shape[1] == input_ids.shape[1] - 1:
+            seen, (h, c) = carried
+            # which row of the last step each row continues (beam search reorders rows)
+            same = (input_ids[:, None, :-1] == seen[None]).all(-1)
+            if bool(same.any(1).all()):
+                rows = same.int().argmax(1)
+                # the state already holds the prefix: feed the newest token only
+                return {"input_ids": input_ids[:, -1:], "state": (h[:, rows], c[:, rows]), "generated_ids": input_ids}
+        return {"input_ids": input_ids, "state": None, "generated_ids": input_ids}
 
-    def forward(self, input_ids, state=None, labels=None, **kwargs):
+    def forward(self, input_ids, state=None, labels=None, generated_ids=None, **kwargs):
         outputs = self.lstm_lm(input_ids, state=state)
+        if generated_ids is not None:  # inside generate(): keep the state for the next step
+            self._carried = (generated_ids, outputs.state)
         hidden = outputs.last_hidden_state
         if self.projection is not None:
             hidden = self.projection(hidden)
