@@ -7,10 +7,11 @@ AutoModelForMaskedLM (ElectraForMaskedLM), discriminator/ with AutoModelForPreTr
 
 import json
 import os
+import re
 import shutil
-import tempfile
 
-from pretraining.checkpoints import STATE_FILE
+from ja_common.files import replace_directory, staging_directory
+from pretraining.checkpoints import ACCELERATE_DIR, STATE_FILE
 from pretraining.presets import load_preset
 from pretraining.train import PRESET_FILE
 from tokenizer.errors import UserError
@@ -59,6 +60,38 @@ def check_agreement(record, parameter_file, model_type):
                         "drop --parameter_file/--model_type, or restore the preset the model was trained with")
 
 
+def _inside(path, folder):
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output_dir(input_dir, output_dir, overwrite):
+    """Refuse an output that would replace or mix with the training run; --overwrite replaces only an extraction."""
+    source, out = os.path.realpath(input_dir), os.path.realpath(output_dir)
+    if _inside(out, source) or _inside(source, out):
+        raise UserError(f"--output_dir {output_dir} is, holds or lies inside --input_dir {input_dir}: extract into "
+                        "a new folder beside the checkpoints, e.g. <model_dir>/extracted-<step>")
+    is_checkpoint = re.fullmatch(r"checkpoint-\d+", os.path.basename(source))
+    run = os.path.dirname(source) if is_checkpoint else source
+    if _inside(out, run):
+        first = os.path.relpath(out, run).split(os.sep)[0]
+        if re.fullmatch(r"\.?checkpoint-\d+(\.tmp)?", first) or first in (GENERATOR_DIR, DISCRIMINATOR_DIR,
+                                                                          ACCELERATE_DIR):
+            raise UserError(f"--output_dir {output_dir} lies inside the run's own {first}: extract into a new folder "
+                            "beside the checkpoints, e.g. <model_dir>/extracted-<step>")
+    if not os.path.exists(out):
+        return
+    if not os.path.isdir(out):
+        raise UserError(f"--output_dir {output_dir} exists and is not a directory")
+    entries = set(os.listdir(out))
+    if not entries:
+        return
+    if not overwrite:
+        raise UserError(f"--output_dir {output_dir} exists and is not empty: pass --overwrite to replace it")
+    if not entries <= {GENERATOR_DIR, DISCRIMINATOR_DIR}:
+        raise UserError(f"--output_dir {output_dir} holds more than an earlier extraction (generator/, "
+                        "discriminator/): --overwrite replaces only an extraction; choose another folder")
+
+
 def extract(input_dir, output_dir, generator=True, discriminator=True, parameter_file=None, model_type=None,
             overwrite=False):
     if not (generator or discriminator):
@@ -67,18 +100,12 @@ def extract(input_dir, output_dir, generator=True, discriminator=True, parameter
         raise UserError("--parameter_file needs --model_type")
     record = check_checkpoint(input_dir)
     check_agreement(record, parameter_file or "parameter.json", model_type)
-    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise UserError(f"--output_dir {output_dir} exists and is not empty: pass --overwrite to replace it")
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".extract-", dir=parent)
-    try:
-        parts = [p for p, wanted in ((GENERATOR_DIR, generator), (DISCRIMINATOR_DIR, discriminator)) if wanted]
+    check_output_dir(input_dir, output_dir, overwrite)
+    parts = [p for p, wanted in ((GENERATOR_DIR, generator), (DISCRIMINATOR_DIR, discriminator)) if wanted]
+    with staging_directory(output_dir) as staging:
+        built = os.path.join(staging, "extracted")
+        os.mkdir(built)
         for part in parts:
-            shutil.copytree(os.path.join(input_dir, part), os.path.join(staging, part))
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.rename(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(os.path.join(input_dir, part), os.path.join(built, part))
+        replace_directory(built, output_dir)
     return [os.path.join(output_dir, p) for p in parts]

@@ -3,14 +3,22 @@
 A checkpoint is written under a temporary name and renamed when complete, and an old one
 is renamed away before it is deleted, so a kill at any moment leaves every
 ``checkpoint-<step>`` directory complete and the newest one usable by --do_continue.
+Its last file is a manifest of every file's size and SHA-256: a checkpoint damaged later
+(a truncated copy, a full disk, a lost file) is found before it is trusted, and the run
+continues from the newest intact one instead.
 """
 
+import errno
+import hashlib
 import json
 import os
 import re
 import shutil
 
+from tokenizer.errors import UserError
+
 STATE_FILE = "trainer_state.json"
+MANIFEST_FILE = "checkpoint_manifest.json"
 ACCELERATE_DIR = "accelerate_state"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -45,6 +53,61 @@ def remove_directory(path):
     shutil.rmtree(doomed, ignore_errors=True)
 
 
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory):
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            files[os.path.relpath(path, directory)] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+    with open(os.path.join(directory, MANIFEST_FILE), "w", encoding="utf-8") as f:
+        json.dump({"files": files}, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def damage(checkpoint):
+    """None when the checkpoint's files match its manifest, else what is wrong (one line)."""
+    manifest_path = os.path.join(checkpoint, MANIFEST_FILE)
+    if not os.path.isfile(manifest_path):  # written before manifests existed: only the state file can be checked
+        try:
+            read_state(checkpoint)
+        except (OSError, ValueError):
+            return f"{STATE_FILE} is unreadable"
+        return None if os.path.isdir(os.path.join(checkpoint, ACCELERATE_DIR)) else f"{ACCELERATE_DIR}/ is missing"
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError):
+        return f"{MANIFEST_FILE} is unreadable"
+    for name, expected in sorted(files.items()):
+        path = os.path.join(checkpoint, name)
+        if not os.path.isfile(path):
+            return f"{name} is missing"
+        if os.path.getsize(path) != expected["bytes"]:
+            return f"{name} has {os.path.getsize(path)} bytes, {expected['bytes']} were written"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not hold what was written (checksum)"
+    return None
+
+
+def newest_intact_checkpoint(model_dir, warn=print):
+    """The newest checkpoint whose files are intact; each damaged newer one is named in a warning."""
+    for _, path in reversed(list_checkpoints(model_dir)):
+        problem = damage(path)
+        if problem is None:
+            return path
+        warn(f"warning: {path} is damaged ({problem}); trying the checkpoint before it")
+    return None
+
+
 def save_checkpoint(accelerator, model_dir, step, write_files, state, keep):
     """Save on every rank (each writes its RNG state); the main process writes and renames the rest.
 
@@ -57,18 +120,24 @@ def save_checkpoint(accelerator, model_dir, step, write_files, state, keep):
             shutil.rmtree(temporary)
         os.makedirs(temporary)
     accelerator.wait_for_everyone()
-    # The resume state beside the model. torch's format rather than safetensors: it keeps tied
-    # weights (BERT's decoder and embeddings) as one tensor, where safetensors needs one copy
-    # dropped and accelerate warns about it. Like the optimizer and RNG files next to it, only
-    # load_state reads it; the model users load is the save_pretrained one (safetensors).
-    accelerator.save_state(os.path.join(temporary, ACCELERATE_DIR), safe_serialization=False)
-    accelerator.wait_for_everyone()
+    try:
+        # The resume state beside the model. torch's format rather than safetensors: it keeps tied
+        # weights (BERT's decoder and embeddings) as one tensor, where safetensors needs one copy
+        # dropped and accelerate warns about it. Like the optimizer and RNG files next to it, only
+        # load_state reads it; the model users load is the save_pretrained one (safetensors).
+        accelerator.save_state(os.path.join(temporary, ACCELERATE_DIR), safe_serialization=False)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_files(temporary)
+            with open(os.path.join(temporary, STATE_FILE), "w", encoding="utf-8") as f:
+                json.dump(state, f, indent=2)
+            write_manifest(temporary)
+    except (OSError, RuntimeError) as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(error, RuntimeError) and not any(m in str(error) for m in _TORCH_WRITE_FAILURES):
+            raise  # not a failed write: a bug, keep its traceback
+        raise _write_error(error, final, model_dir) from None
     if accelerator.is_main_process:
-        write_files(temporary)
-        with open(os.path.join(temporary, STATE_FILE), "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
         if os.path.exists(final):  # a checkpoint of the same step from an abandoned run
             remove_directory(final)
         os.rename(temporary, final)
@@ -77,6 +146,20 @@ def save_checkpoint(accelerator, model_dir, step, write_files, state, keep):
                 remove_directory(old)
     accelerator.wait_for_everyone()
     return final
+
+
+# how torch.save's zip writer reports a write that failed (a full disk among others)
+_TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed")
+
+
+def _write_error(error, final, model_dir):
+    """A failed checkpoint write as a UserError: a full disk is the user's to fix, not a bug."""
+    last = newest_checkpoint(model_dir)
+    full = (error.errno in (errno.ENOSPC, errno.EDQUOT) if isinstance(error, OSError)
+            else shutil.disk_usage(model_dir).free < (64 << 20))
+    what = "the disk is full" if full else f"{type(error).__name__}: {error}"
+    return UserError(f"writing {final} failed ({what}); nothing of it was kept. The last complete checkpoint is "
+                     f"{last or 'none'}: free space or fix the cause, then run again with --do_continue")
 
 
 def clean_debris(model_dir):

@@ -20,22 +20,23 @@ import multiprocessing as mp
 import os
 import random
 import re
-import shutil
-import socket
-import tempfile
+import sys
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from ja_common.files import replace_directory, staging_directory
+from ja_common.locks import exclusive
+from ja_common.processes import die_with_parent
 from tokenizer.corpus import expand_inputs, plan_chunks, read_documents
 from tokenizer.encoder import SubwordEncoder
 from tokenizer.errors import UserError
 
 from . import examples as ex
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3  # 3: long sentences cut for the pair objectives
 CHUNK_BYTES = 512 << 10
 INFO_FILE = "examples_info.json"
 NUM_SENTINELS = 100
@@ -161,15 +162,19 @@ def tokenize_chunk(encoder, documents):
 
 
 def build_columns(text, spec, encoder, chunk_index):
-    """One chunk's examples as columns (see pretraining/examples.py), and for the packed
-    objectives the tokens left over after its last whole block (else None)."""
+    """One chunk's examples as columns (see pretraining/examples.py); for the packed objectives
+    the tokens left over after its last whole block (else None); and how many of the chunk's
+    tokens the examples hold (packed: all but the leftover)."""
     cls_id, sep_id = encoder.token_id("[CLS]"), encoder.token_id("[SEP]")
     if spec.kind in ("nsp", "sop"):
         rng = random.Random(f"{spec.seed}:{chunk_index}")
-        columns = ex.sentence_pairs(text, spec.sequence_length, cls_id, sep_id, rng,
-                                    order_prediction=spec.kind == "sop", short_seq_prob=spec.short_seq_prob)
-        return columns, None
-    return pack_stream(ex.token_stream(text, cls_id, sep_id), spec, encoder, chunk_index)
+        # half the room of a pair: two pieces of a long line make one whole example
+        text = ex.cut_long_sentences(text, max(1, (spec.sequence_length - 2) // 2))
+        order = spec.kind == "sop"
+        pairs = ex.pair_ranges(text, spec.sequence_length, rng, order, spec.short_seq_prob)
+        return ex.pair_columns(text, pairs, cls_id, sep_id, order), None, ex.covered_tokens(text, pairs)
+    columns, leftover = pack_stream(ex.token_stream(text, cls_id, sep_id), spec, encoder, chunk_index)
+    return columns, leftover, len(text.ids) - int((leftover[1] >= 0).sum())
 
 
 def pack_stream(stream, spec, encoder, chunk_index):
@@ -191,13 +196,16 @@ def _write_chunk(columns, schema, out_path):
 
 
 def build_chunk(task):
-    """Build one chunk's examples into an Arrow file; returns (index, examples, tokens, bytes, leftover)."""
+    """Build one chunk's examples into an Arrow file; returns (index, counts, bytes, leftover)."""
     index, segment, tokenizer_dir, spec, out_path, encoding_errors = task
     encoder = _encoder(tokenizer_dir)
     text = tokenize_chunk(encoder, list(read_documents(segment, encoding_errors)))
-    columns, leftover = build_columns(text, spec, encoder, index)
-    count = _write_chunk(columns, SCHEMAS[spec.kind], out_path)
-    return index, count, len(text.ids), segment.end - segment.start, leftover
+    columns, leftover, kept = build_columns(text, spec, encoder, index)
+    sentences_per_document = np.diff(text.document_starts)
+    counts = {"examples": _write_chunk(columns, SCHEMAS[spec.kind], out_path), "tokens": len(text.ids),
+              "tokens_in_examples": kept, "documents": len(sentences_per_document),
+              "one_sentence_documents": int((sentences_per_document == 1).sum())}
+    return index, counts, segment.end - segment.start, leftover
 
 
 _NUMPY_TYPES = {pa.int8(): np.int8, pa.int32(): np.int32}
@@ -221,7 +229,8 @@ def _record_batch(columns, schema):
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _worker_init():
+def _worker_init(parent_pid):
+    die_with_parent(parent_pid)  # a killed build leaves no workers running
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one Rust thread per worker: the workers fill the cores
 
 
@@ -265,12 +274,19 @@ def prepare_examples(input_files, tokenizer_dir, spec, dataset_dir=None, num_pro
         _, spans = ex.noise_counts(raw_length, spec.noise_density, spec.mean_noise_span_length)
         if spans > NUM_SENTINELS:
             raise UserError(f"sequence-length {spec.sequence_length} needs {spans} sentinels; at most {NUM_SENTINELS}")
+    started = time.time()
     fingerprint = examples_fingerprint(files, tokenizer_dir, spec)
     dataset_dir = dataset_dir or os.path.join(default_cache_root(), f"{spec.kind}-{spec.sequence_length}-{fingerprint}")
     if _check_existing(dataset_dir, fingerprint, overwrite_cache, disable_overwrite_cache):
         return dataset_dir
-    info = _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_proc, encoding_errors,
-                  show_progress)
+    # one builder at a time (other runs, other nodes on a shared filesystem): the others wait, then load
+    with exclusive(dataset_dir, on_wait=lambda lock: print(f"waiting for another run building {dataset_dir} "
+                                                           f"(lock {lock})", flush=True)):
+        if _check_existing(dataset_dir, fingerprint, False, disable_overwrite_cache):
+            if not overwrite_cache or _built_after(dataset_dir, started):
+                return dataset_dir
+        info = _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_proc, encoding_errors,
+                      show_progress)
     if info["examples"] == 0:
         raise UserError(
             f"the corpus gave no {spec.kind} examples of length {spec.sequence_length}: it is too small for this "
@@ -281,11 +297,7 @@ def prepare_examples(input_files, tokenizer_dir, spec, dataset_dir=None, num_pro
 
 def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_proc, encoding_errors, show_progress):
     started = time.time()
-    parent = os.path.dirname(os.path.abspath(dataset_dir))
-    os.makedirs(parent, exist_ok=True)
-    _remove_dead_partials(parent, os.path.basename(dataset_dir))
-    staging = tempfile.mkdtemp(prefix=f"{_partial_prefix(os.path.basename(dataset_dir))}{os.getpid()}-", dir=parent)
-    try:
+    with staging_directory(dataset_dir) as staging:
         chunks = plan_chunks(files, CHUNK_BYTES)
         tasks = [(i, c, os.path.abspath(tokenizer_dir), spec, os.path.join(staging, f"chunk-{i:06d}.arrow"),
                   encoding_errors) for i, c in enumerate(chunks)]
@@ -293,22 +305,23 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
         shards = _ShardWriter(final, SCHEMAS[spec.kind])
         num_proc = max(1, min(num_proc or available_cpus(), len(tasks)))
         _encoders.setdefault(os.path.abspath(tokenizer_dir), encoder)  # forked workers start with it loaded
-        totals, leftovers = {"examples": 0, "tokens": 0}, []
+        totals, leftovers = dict.fromkeys(("examples", "tokens", "tokens_in_examples", "documents",
+                                           "one_sentence_documents"), 0), []
         if num_proc == 1:
             results = map(build_chunk, tasks)
             pool = None
         else:
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            pool = ctx.Pool(num_proc, initializer=_worker_init)
+            pool = ctx.Pool(num_proc, initializer=_worker_init, initargs=(os.getpid(),))
             results = pool.imap(build_chunk, tasks)  # in chunk order, so any num_proc gives the same folder
         try:
             from tqdm.auto import tqdm  # imported once the workers run: it takes 0.1 s
 
             with tqdm(total=sum(c.end - c.start for c in chunks), unit="B", unit_scale=True,
                       desc=f"Building {spec.kind} examples", disable=not show_progress) as bar:
-                for index, count, tokens, size, leftover in results:
-                    totals["examples"] += count
-                    totals["tokens"] += tokens
+                for index, counts, size, leftover in results:
+                    for key, value in counts.items():
+                        totals[key] += value
                     shards.append(tasks[index][4])
                     leftovers.append(leftover)
                     bar.update(size)
@@ -318,9 +331,11 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
                 pool.join()
         if spec.kind in ("packed", "span"):
             # the chunks' leftover tokens, joined in order, make the last blocks: only the final remainder is dropped
-            columns, _ = pack_stream(ex.join_streams(leftovers), spec, encoder, len(chunks))
+            joined = ex.join_streams(leftovers)
+            columns, remainder = pack_stream(joined, spec, encoder, len(chunks))
             path = os.path.join(staging, "leftovers.arrow")
             totals["examples"] += _write_chunk(columns, SCHEMAS[spec.kind], path)
+            totals["tokens_in_examples"] += int((joined[1] >= 0).sum() - (remainder[1] >= 0).sum())
             shards.append(path)
         shards.close()
         if totals["examples"] == 0:
@@ -333,18 +348,28 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
             "vocab_size": encoder.vocab_size,
             "corpus": [os.path.abspath(p) for p in files],
             "data_files": _name_data_files(final, shards.names),
-            "examples": totals["examples"],
-            "tokens": totals["tokens"],
+            **totals,
             "build_seconds": round(time.time() - started, 2),
         }
         if spec.kind == "span":
             info["sentinel_ids"] = sentinel_ids(encoder)
         with open(os.path.join(final, INFO_FILE), "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2)
-        _install(final, dataset_dir)
+        replace_directory(final, dataset_dir)
+        _report(info, show_progress)
         return info
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _report(info, show_progress):
+    """One line of what the build kept; a warning when pair objectives found no sentence pairs to make."""
+    kind, tokens, kept = info["spec"]["kind"], info["tokens"], info["tokens_in_examples"]
+    if show_progress:
+        print(f"{info['examples']:,} {kind} examples hold {kept:,} of the corpus's {tokens:,} tokens "
+              f"({100 * kept / max(tokens, 1):.1f}%; {tokens - kept:,} dropped)", flush=True)
+    if kind in ("nsp", "sop") and info["documents"] and info["one_sentence_documents"] == info["documents"]:
+        print(f"warning: every document of the corpus has one sentence: {kind.upper()} examples need at least two "
+              "sentences a document (one sentence a line, a blank line between documents)", file=sys.stderr,
+              flush=True)
 
 
 class _ShardWriter:
@@ -385,44 +410,9 @@ def _name_data_files(folder, data_files):
     return names
 
 
-def _partial_prefix(name):
-    return f".{name}.partial-{socket.gethostname()}-"
-
-
-def _remove_dead_partials(parent, name):
-    """Remove what builds on this host left when they were killed (their process is gone)."""
-    prefix = _partial_prefix(name)
-    for entry in os.listdir(parent):
-        if entry.startswith(prefix):
-            pid = entry[len(prefix):].split("-")[0]
-            if pid.isdigit() and not _process_alive(int(pid)):
-                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _install(built, dataset_dir):
-    """Rename the finished folder into place; an older cache there is replaced."""
-    if os.path.exists(dataset_dir):
-        old = dataset_dir.rstrip("/") + f".old-{os.getpid()}"
-        os.rename(dataset_dir, old)
-        os.rename(built, dataset_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        try:
-            os.rename(built, dataset_dir)
-        except OSError:
-            # another process (another node on a shared filesystem) installed it first
-            if read_info(dataset_dir) is None:
-                raise
+def _built_after(dataset_dir, moment):
+    """True when the folder was installed after ``moment`` (by the run this one waited for)."""
+    return os.path.getmtime(os.path.join(dataset_dir, INFO_FILE)) >= moment
 
 
 def load_examples(dataset_dir, spec=None):

@@ -99,12 +99,57 @@ def _random_next(sentence_starts, document_starts, doc_index, target_length, rng
     return [sentence_starts[start], sentence_starts[end] - sentence_starts[start]]
 
 
+def cut_long_sentences(text, longest):
+    """Sentences of more than ``longest`` tokens cut into pieces of at most ``longest``, at word starts.
+
+    Google's recipe truncates a pair to the sequence length, so a line of a million tokens
+    (a corpus without sentence breaks) would give one example; cut into pieces, all of it is used.
+    """
+    starts = text.sentence_starts
+    long_sentences = np.flatnonzero(np.diff(starts) > longest)
+    if not len(long_sentences):
+        return text
+    cuts, cuts_per_sentence = [], np.zeros(len(starts) - 1, dtype=np.int64)
+    for k in long_sentences.tolist():  # rare: a Python loop over the long sentences only
+        start, end = int(starts[k]), int(starts[k + 1])
+        words = text.word_ids[start:end]
+        word_starts = (start + np.flatnonzero(np.diff(words, prepend=words[0] - 1))).tolist()
+        position = start
+        while end - position > longest:
+            at = word_starts[bisect.bisect_right(word_starts, position + longest) - 1]
+            position = at if at > position else position + longest  # a word longer than a piece is cut inside
+            cuts.append(position)
+            cuts_per_sentence[k] += 1
+    shift = np.concatenate([[0], np.cumsum(cuts_per_sentence)])  # cuts before each original sentence
+    return TokenizedText(ids=text.ids, word_ids=text.word_ids,
+                         sentence_starts=np.sort(np.concatenate([starts, np.asarray(cuts, dtype=np.int64)])),
+                         document_starts=text.document_starts + shift[text.document_starts])
+
+
+def covered_tokens(text, pairs):
+    """How many of the text's tokens appear in at least one pair (a_start, a_length, b_start, b_length)."""
+    covered = np.zeros(len(text.ids), dtype=bool)
+    covered[ranges_index(pairs[:, [0, 2]].ravel(), pairs[:, [1, 3]].ravel())] = True
+    return int(covered.sum())
+
+
 def sentence_pairs(text, seq_length, cls_id, sep_id, rng, order_prediction=False, short_seq_prob=0.1):
     """BERT next-sentence pairs (Google's create_instances_from_document) or ALBERT order pairs.
 
     Columns input_ids, word_ids, token_type_ids and next_sentence_label (1 = B is a random
     sentence) or sentence_order_label (1 = A and B swapped). ``rng`` is a ``random.Random``.
     """
+    pairs = pair_ranges(text, seq_length, rng, order_prediction, short_seq_prob)
+    return pair_columns(text, pairs, cls_id, sep_id, order_prediction)
+
+
+def pair_columns(text, pairs, cls_id, sep_id, order_prediction):
+    label_name = "sentence_order_label" if order_prediction else "next_sentence_label"
+    return {**_pair_columns(text, pairs[:, :4], cls_id, sep_id), label_name: pairs[:, 4].astype(np.int8)}
+
+
+def pair_ranges(text, seq_length, rng, order_prediction=False, short_seq_prob=0.1):
+    """The pairs as rows of (a_start, a_length, b_start, b_length, label); see sentence_pairs."""
     max_tokens = seq_length - 3
     starts = text.sentence_starts.tolist()
     documents = text.document_starts.tolist()
@@ -141,9 +186,7 @@ def sentence_pairs(text, seq_length, cls_id, sep_id, rng, order_prediction=False
                     pairs.append((*a, *b, label))
             chunk_first = last + 1
             target = max_tokens  # a short target holds for one chunk only, as in Google's loop
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
-    label_name = "sentence_order_label" if order_prediction else "next_sentence_label"
-    return {**_pair_columns(text, pairs[:, :4], cls_id, sep_id), label_name: pairs[:, 4].astype(np.int8)}
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
 
 
 def _pair_columns(text, ranges, cls_id, sep_id):

@@ -5,6 +5,7 @@ Keys are upstream's (retarfi/language-pretraining), so existing files keep worki
 """
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -139,8 +140,8 @@ def _convert(model_type, key, value, kind):
             raise UserError(f"{where} must be a whole number, not {value!r}")
         return int(value)
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where} must be a number, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{where} must be a finite number, not {value!r}")
         return float(value)
     if kind is str:
         if not isinstance(value, str):

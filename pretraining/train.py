@@ -14,7 +14,7 @@ from tokenizer.errors import UserError
 from tokenizer.train import TOKENIZER_FILES
 
 from . import checkpoints as ckpt
-from .data import ExampleSpec, load_examples, sentinel_ids
+from .data import ExampleSpec, load_examples, sentinel_ids, tokenizer_fingerprint
 from .distributed import rank_batch_size, set_cpu_threads
 from .registry import family_of, vocabulary_for
 from .sampler import GlobalBatchSampler, IndexedExamples
@@ -102,10 +102,38 @@ class TokenizerFiles:
 
 
 def check_model_dir(args):
+    """Checkpoints and a trained model in model_dir are existing work: only named flags touch them."""
+    if args.overwrite_output_dir:
+        return
     existing = ckpt.list_checkpoints(args.model_dir)
-    if existing and not (args.do_continue or args.overwrite_output_dir):
+    if existing and not args.do_continue:
         raise UserError(f"{args.model_dir} already holds checkpoints (newest: {os.path.basename(existing[-1][1])}): "
                         "pass --do_continue to resume, or --overwrite_output_dir to start afresh")
+    if not existing and os.path.isfile(os.path.join(args.model_dir, PRESET_FILE)):
+        raise UserError(f"{args.model_dir} holds a trained model and no checkpoint to continue from: pass "
+                        "--overwrite_output_dir to train a new one in its place, or choose another --model_dir")
+
+
+# preset keys a resumed run may change: they decide when to stop, save and log, not what is learned
+RESUMABLE_KEYS = {"train-steps", "save-steps", "logging-steps", "save-total-limit", "batch-size"}
+
+
+def check_same_run(checkpoint, state, run):
+    """A resume must continue the run the checkpoint belongs to; ``run`` is what this one would record."""
+    different = []
+    for key, label in (("tokenizer", "the tokenizer (--tokenizer_dir's files)"), ("seed", "--seed"),
+                       ("whole_word_mask", "--do_whole_word_mask"),
+                       ("global_batch", "the global batch size (sum of batch-size over the nodes)")):
+        if key in state and state[key] != run[key]:
+            different.append(f"{label}: {state[key]!r} then, {run[key]!r} now")
+    if "parameters" in state:
+        keys = sorted((set(state["parameters"]) | set(run["parameters"])) - RESUMABLE_KEYS)
+        changed = [k for k in keys if state["parameters"].get(k) != run["parameters"].get(k)]
+        if changed:
+            different.append(f"preset keys {', '.join(changed)}")
+    if different:
+        raise UserError(f"--do_continue: {checkpoint} was trained with another setup ({'; '.join(different)}); restore "
+                        "it to continue, or start a new run with --overwrite_output_dir or another --model_dir")
 
 
 def run_training(args, preset):
@@ -132,7 +160,7 @@ def run_training(args, preset):
     vocab = vocabulary_for(preset, encoder)
 
     # batch sizes of every rank, in rank order
-    from accelerate.utils import gather_object
+    from accelerate.utils import broadcast_object_list, gather_object
 
     my_batch = rank_batch_size(preset, args.node_rank)
     rank_batches = gather_object([my_batch]) if accelerator.num_processes > 1 else [my_batch]
@@ -153,7 +181,16 @@ def run_training(args, preset):
     accelerator.register_for_checkpointing(scheduler)
 
     step, run_name = 0, args.run_name
-    resume_from = ckpt.newest_checkpoint(args.model_dir) if args.do_continue else None
+    state_base = {"model_type": preset.model_type, "seed": args.seed, "global_batch": sum(rank_batches),
+                  "rank_batches": rank_batches, "whole_word_mask": args.do_whole_word_mask,
+                  "tokenizer": tokenizer_fingerprint(tokenizer_dir), "parameters": preset.raw}
+    resume_from = None
+    if args.do_continue:  # the main process checks the files; every rank resumes from its choice
+        choice = [ckpt.newest_intact_checkpoint(args.model_dir, warn=accelerator.print) if main else None]
+        resume_from = broadcast_object_list(choice)[0] if accelerator.num_processes > 1 else choice[0]
+        if resume_from is None and ckpt.list_checkpoints(args.model_dir):
+            raise UserError(f"--do_continue: every checkpoint in {args.model_dir} is damaged (see the warnings); "
+                            "restore one from a backup, or start afresh with --overwrite_output_dir")
     if main:
         if args.overwrite_output_dir:
             for _, old in ckpt.list_checkpoints(args.model_dir):
@@ -162,8 +199,13 @@ def run_training(args, preset):
         os.makedirs(args.model_dir, exist_ok=True)
     accelerator.wait_for_everyone()
     if resume_from:
-        accelerator.load_state(os.path.join(resume_from, ckpt.ACCELERATE_DIR))
         state = ckpt.read_state(resume_from)
+        check_same_run(resume_from, state, state_base)
+        try:
+            accelerator.load_state(os.path.join(resume_from, ckpt.ACCELERATE_DIR))
+        except (RuntimeError, ValueError, KeyError) as error:  # e.g. weights of another shape
+            raise UserError(f"--do_continue: {resume_from} does not fit the model of this preset "
+                            f"({str(error).splitlines()[0][:200]}); restore the preset it was trained with") from None
         step, run_name = state["step"], run_name or state["run_name"]
         from run_pretraining import PROCESS_START
 
@@ -183,8 +225,7 @@ def run_training(args, preset):
     loader = torch.utils.data.DataLoader(IndexedExamples(dataset), batch_sampler=sampler, collate_fn=collator,
                                          pin_memory=torch.cuda.is_available(),
                                          generator=torch.Generator().manual_seed(args.seed))
-    state_base = {"run_name": run_name, "model_type": preset.model_type, "seed": args.seed,
-                  "global_batch": sum(rank_batches), "rank_batches": rank_batches}
+    state_base["run_name"] = run_name
 
     def write_model(directory):
         unwrapped = accelerator.unwrap_model(model)

@@ -16,9 +16,11 @@ venv="$(mktemp -d "${TMPDIR:-/tmp}/ja-pretraining-newest.XXXXXX")"
 trap 'rm -rf "$venv"' EXIT
 python3 -m venv "$venv"
 py="$venv/bin/python"
-export PIP_CONSTRAINT=  # whatever the caller's environment says: no constraints here
 "$py" -m pip install --quiet --upgrade pip
 "$py" -m pip install --quiet "${TORCH:-torch==2.13.0}"
+# hold that torch through the eager upgrade below; nothing else is constrained
+"$py" -m pip freeze | grep -i '^torch==' > "$venv/hold-torch.txt"
+export PIP_CONSTRAINT="$venv/hold-torch.txt"
 "$py" -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]"
 
 echo "== newest releases =="

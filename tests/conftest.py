@@ -7,7 +7,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_CORPUS = os.path.join(ROOT, "sample_corpus", "sample.txt")
 AOZORA = os.path.join(os.path.dirname(ROOT), "shared", "corpus", "aozora")
-PROJECT_PACKAGES = ("tokenizer", "pretraining", "electra", "train_tokenizer", "run_pretraining")
+PROJECT_PACKAGES = ("ja_common", "tokenizer", "pretraining", "electra", "train_tokenizer", "run_pretraining",
+                    "extract_electra_model")
 
 # Prepended to scripts run "without this project": its packages cannot be imported.
 BLOCK_PROJECT = f"""

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_python
+from ja_common.files import current_umask
 from test_pretraining import TINY, logged, pretrain, weights
 
 PRESETS = {
@@ -149,3 +150,36 @@ def test_generator_without_a_whole_head_is_refused_before_work(trained, wordpiec
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "leaves 0.5 of the 2 attention heads" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "bad").exists()
+
+
+def test_extraction_never_deletes_the_run(trained, tmp_path):
+    """--overwrite with an output that is, holds or lies in the run's own files is refused; the run stays whole."""
+    work, _, model_dir = trained
+    checkpoint = model_dir / "checkpoint-100"
+    before = sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*"))
+    for output, expected in ((checkpoint, "is, holds or lies inside --input_dir"),
+                             (model_dir, "is, holds or lies inside --input_dir"),
+                             (work, "is, holds or lies inside --input_dir"),
+                             (checkpoint / "generator", "is, holds or lies inside --input_dir"),
+                             (model_dir / "checkpoint-50", "lies inside the run's own checkpoint-50"),
+                             (model_dir / "discriminator", "lies inside the run's own discriminator")):
+        _extract_fails(["--input_dir", str(checkpoint), "--output_dir", str(output), "--generator", "--overwrite"],
+                       expected)
+    # the final model directory as input: the run is the input itself
+    _extract_fails(["--input_dir", str(model_dir), "--output_dir", str(model_dir / "generator"), "--generator",
+                    "--overwrite"], "is, holds or lies inside --input_dir")
+    assert sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*")) == before
+    # --overwrite replaces an earlier extraction (here inside the run, as upstream's README does), nothing else
+    extracted = model_dir / "extracted-100"
+    for _ in range(2):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "extract_electra_model.py"), "--input_dir",
+                                 str(checkpoint), "--output_dir", str(extracted), "--generator", "--overwrite"],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(extracted)) == ["generator"]
+    assert oct(os.stat(extracted).st_mode & 0o777) == oct(0o777 & ~current_umask())  # the user's umask, not 0700
+    (extracted / "notes.txt").write_text("mine")
+    _extract_fails(["--input_dir", str(checkpoint), "--output_dir", str(extracted), "--generator", "--overwrite"],
+                   "holds more than an earlier extraction")
+    assert (extracted / "notes.txt").read_text() == "mine"
+    shutil.rmtree(extracted)

@@ -155,7 +155,7 @@ def test_directory_and_glob_inputs(tmp_path):
     (docs / "b.txt").write_text("\n".join(lines[100:]) + "\n", encoding="utf-8")
     for source in (str(docs), str(docs / "*.txt")):
         out = tmp_path / ("tok-" + str(abs(hash(source))))
-        train_tokenizer([source], str(out), TokenizerSettings(vocab_size=900), show_progress=False)
+        train_tokenizer([source], str(out), TokenizerSettings(vocab_size=2000), show_progress=False)
         record = json.load(open(out / "tokenizer_training.json"))
         assert record["corpus"]["lines"] == len(lines)
 
@@ -244,7 +244,7 @@ def test_refuses_to_overwrite_existing_tokenizer(tmp_path, wordpiece_dir):
     existing = tmp_path / "tok"
     shutil.copytree(wordpiece_dir, existing)
     before = {p: (existing / p).read_bytes() for p in os.listdir(existing)}
-    _fails(["--input_file", SAMPLE_CORPUS, "--model_dir", "tok", "--vocab_size", "900"], tmp_path, "--overwrite")
+    _fails(["--input_file", SAMPLE_CORPUS, "--model_dir", "tok", "--vocab_size", "2000"], tmp_path, "--overwrite")
     assert {p: (existing / p).read_bytes() for p in os.listdir(existing)} == before
     # a failing run with --overwrite leaves it untouched too
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\n")
@@ -254,7 +254,7 @@ def test_refuses_to_overwrite_existing_tokenizer(tmp_path, wordpiece_dir):
     # --overwrite with a BPE tokenizer replaces the WordPiece files
     result = run_script(
         "train_tokenizer.py",
-        ["--input_file", SAMPLE_CORPUS, "--model_dir", "tok", "--tokenizer_type", "bpe", "--vocab_size", "900", "--overwrite", "--quiet"],
+        ["--input_file", SAMPLE_CORPUS, "--model_dir", "tok", "--tokenizer_type", "bpe", "--vocab_size", "2000", "--overwrite", "--quiet"],
         cwd=str(tmp_path),
     )
     assert result.returncode == 0, result.stderr

@@ -44,9 +44,12 @@ def read_tokenizer_config(tokenizer_dir):
     path = os.path.join(tokenizer_dir, "tokenizer_config.json")
     if not os.path.isfile(path):
         raise UserError(f"--tokenizer_dir {tokenizer_dir} holds no tokenizer_config.json: train one with train_tokenizer.py")
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
-    if "mecab_kwargs" not in config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (ValueError, OSError) as error:
+        raise UserError(f"{path} is damaged ({error}): train the tokenizer again with train_tokenizer.py") from None
+    if not isinstance(config, dict) or "mecab_kwargs" not in config:
         raise UserError(f"{path} is not a MeCab tokenizer written by train_tokenizer.py (no mecab_kwargs)")
     return config
 
@@ -58,10 +61,41 @@ def _special_tokens(config):
     return [n["content"] if isinstance(n, dict) else n for n in names if n]
 
 
+REQUIRED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
 class SubwordEncoder:
     def __init__(self, tokenizer_dir):
         self.tokenizer_dir = tokenizer_dir
         config = read_tokenizer_config(tokenizer_dir)
+        try:
+            model, added = self._read_vocabulary(tokenizer_dir, config)
+        except UserError:
+            raise
+        except Exception as error:  # unreadable files: a JSON, UTF-8, tokenizers or merges error
+            raise UserError(f"--tokenizer_dir {tokenizer_dir} is damaged ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0][:200] if str(error) else ''}): train the tokenizer again "
+                            "with train_tokenizer.py") from None
+        missing = [t for t in REQUIRED_TOKENS if t not in self.vocab]
+        if missing:
+            raise UserError(f"--tokenizer_dir {tokenizer_dir} lacks the special token(s) {' '.join(missing)}: train "
+                            "the tokenizer again with train_tokenizer.py")
+        self._whole_word_ids = {}  # words whose ids are their vocabulary entry (see _add_words)
+        if self.tokenizer_type == "wordpiece":
+            too_long = max(map(len, self.vocab), default=0) > MAX_WORD_CHARS
+            self._whole_word_ids = ({t: i for t, i in self.vocab.items() if len(t) <= MAX_WORD_CHARS} if too_long
+                                    else self.vocab)
+        self._rust = Tokenizer(model)
+        self._rust.add_special_tokens(sorted(added, key=added.get))
+        self._max_cache = 300_000  # distinct words kept in the encode_flat table (tens of MB)
+        self._reset_cache()
+        try:
+            self.splitter = MecabWordSplitter(**self.mecab_kwargs, special_tokens=added)
+        except DictionaryNotInstalled as error:
+            raise UserError(f"{tokenizer_dir} needs a MeCab dictionary: {error}") from None
+
+    def _read_vocabulary(self, tokenizer_dir, config):
+        """The subword model and the added tokens; sets vocab, tokenizer_type, mecab_kwargs, unk_token."""
         self.mecab_kwargs = config["mecab_kwargs"]
         self.unk_token = config.get("unk_token", "[UNK]")
         added = {entry["content"]: int(i) for i, entry in config.get("added_tokens_decoder", {}).items()}
@@ -89,18 +123,7 @@ class SubwordEncoder:
         else:
             raise UserError(f"--tokenizer_dir {tokenizer_dir} holds neither vocab.txt nor vocab.json")
         self.vocab = vocab
-        self._whole_word_ids = {}  # words whose ids are their vocabulary entry (see _add_words)
-        if self.tokenizer_type == "wordpiece":
-            too_long = max(map(len, vocab), default=0) > MAX_WORD_CHARS
-            self._whole_word_ids = {t: i for t, i in vocab.items() if len(t) <= MAX_WORD_CHARS} if too_long else vocab
-        self._rust = Tokenizer(model)
-        self._rust.add_special_tokens(sorted(added, key=added.get))
-        self._max_cache = 300_000  # distinct words kept in the encode_flat table (tens of MB)
-        self._reset_cache()
-        try:
-            self.splitter = MecabWordSplitter(**self.mecab_kwargs, special_tokens=added)
-        except DictionaryNotInstalled as error:
-            raise UserError(f"{tokenizer_dir} needs a MeCab dictionary: {error}") from None
+        return model, added
 
     @property
     def vocab_size(self):

@@ -12,9 +12,9 @@ across runs and process counts.
 import json
 import os
 import shutil
-import sys
-import tempfile
 from dataclasses import asdict, dataclass
+
+from ja_common.files import make_staging_dir, staging_directory
 
 from .corpus import expand_inputs
 from .encoder import CONTINUATION
@@ -79,6 +79,18 @@ def choose_alphabet(char_counts, limit):
     """The ``limit`` most frequent characters (ties by code point), in code point order."""
     ranked = sorted(char_counts, key=lambda c: (-char_counts[c], c))
     return sorted(ranked[:limit])
+
+
+def check_vocab_size(settings, char_counts):
+    """Every alphabet character takes two ids (x and ##x) besides the special tokens: leave room for merges."""
+    alphabet = len(choose_alphabet(char_counts, settings.limit_alphabet))
+    needed = len(settings.reserved_tokens) + 2 * alphabet
+    if settings.vocab_size <= needed:
+        raise UserError(
+            f"--vocab_size {settings.vocab_size} is too small for this corpus: the special tokens "
+            f"({len(settings.reserved_tokens)}) and the alphabet ({alphabet} characters, each as x and ##x) take "
+            f"{needed} ids before any merge; raise --vocab_size above {needed} or lower --limit_alphabet"
+        )
 
 
 def train_vocabulary(word_files, char_counts, settings, show_progress=True):
@@ -197,38 +209,31 @@ def train_tokenizer(
     except (ValueError, RuntimeError) as error:
         raise UserError(f"--mecab_option {settings.mecab_option!r}: MeCab rejected it ({error})") from None
 
-    parent = os.path.dirname(os.path.abspath(model_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".partial-tokenizer-", dir=parent)
-    words_dir = intermediate_dir or tempfile.mkdtemp(prefix=".words-", dir=parent)
+    # the word files (1.2x the corpus) and the new tokenizer are built beside model_dir under names
+    # that carry this process's id: what a killed run leaves is removed by the next one
+    words_dir = intermediate_dir or make_staging_dir(model_dir, "words")
     try:
-        os.makedirs(words_dir, exist_ok=True)
-        split = split_corpus(files, words_dir, num_files, settings.mecab_kwargs, encoding_errors, show_progress)
-        if split.words == 0:
-            raise UserError(f"the corpus is empty: {', '.join(files)} hold no words")
-        tokenizer = train_vocabulary(split.word_files, split.char_counts, settings, show_progress)
-        trained_size = tokenizer.get_vocab_size(with_added_tokens=False)
-        if trained_size > settings.vocab_size:
-            print(
-                f"warning: the vocabulary has {trained_size} entries, more than --vocab_size {settings.vocab_size}: "
-                "every character of the alphabet needs two (x and ##x); lower --limit_alphabet to stay within it",
-                file=sys.stderr,
-            )
-        record = {
-            "settings": asdict(settings),
-            "vocab_size": trained_size,
-            "corpus": {
-                "files": [{"path": os.path.abspath(p), "bytes": os.path.getsize(p)} for p in files],
-                "bytes": split.bytes,
-                "lines": split.lines,
-                "words": split.words,
-                "distinct_characters": len(split.char_counts),
-            },
-        }
-        save_tokenizer_files(tokenizer, settings, staging, record)
-        install_directory(staging, model_dir)
+        with staging_directory(model_dir) as staging:
+            os.makedirs(words_dir, exist_ok=True)
+            split = split_corpus(files, words_dir, num_files, settings.mecab_kwargs, encoding_errors, show_progress)
+            if split.words == 0:
+                raise UserError(f"the corpus is empty: {', '.join(files)} hold no words")
+            check_vocab_size(settings, split.char_counts)
+            tokenizer = train_vocabulary(split.word_files, split.char_counts, settings, show_progress)
+            record = {
+                "settings": asdict(settings),
+                "vocab_size": tokenizer.get_vocab_size(with_added_tokens=False),
+                "corpus": {
+                    "files": [{"path": os.path.abspath(p), "bytes": os.path.getsize(p)} for p in files],
+                    "bytes": split.bytes,
+                    "lines": split.lines,
+                    "words": split.words,
+                    "distinct_characters": len(split.char_counts),
+                },
+            }
+            save_tokenizer_files(tokenizer, settings, staging, record)
+            install_directory(staging, model_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
         if intermediate_dir is None:
             shutil.rmtree(words_dir, ignore_errors=True)
     return model_dir

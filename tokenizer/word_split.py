@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from ja_common.processes import die_with_parent
+
 from .corpus import plan_segments, read_lines
 from .errors import UserError
 from .mecab import DictionaryNotInstalled, MecabWordSplitter
@@ -54,7 +56,8 @@ class _CharCounter:
         return counts
 
 
-def _split_shard(index, segments, out_path, splitter_kwargs, encoding_errors, progress, results):
+def _split_shard(index, segments, out_path, splitter_kwargs, encoding_errors, progress, results, parent_pid):
+    die_with_parent(parent_pid)
     try:
         splitter = MecabWordSplitter(**splitter_kwargs)
         chars, lines, words, unreported = _CharCounter(), 0, 0, 0
@@ -108,7 +111,7 @@ def split_corpus(files, out_dir, num_workers, splitter_kwargs, encoding_errors="
     workers = [
         ctx.Process(
             target=_split_shard,
-            args=(i, shard, word_files[i], splitter_kwargs, encoding_errors, progress, results),
+            args=(i, shard, word_files[i], splitter_kwargs, encoding_errors, progress, results, os.getpid()),
             daemon=True,
         )
         for i, shard in enumerate(shards)

@@ -1,0 +1,80 @@
+"""Directories written safely: built under a temporary name beside the target, then renamed.
+
+Every writer of the project (tokenizer, examples cache, ELECTRA extraction) builds in a
+staging directory next to its target and renames it into place when complete, so a kill at
+any moment leaves the old directory or the new one, never half of one. Staging names carry
+the host and the process id; the next run on that host removes those of dead processes.
+"""
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+
+from .processes import process_alive
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _debris_prefix(target, kind):
+    return f".{os.path.basename(os.path.abspath(target))}.{kind}-{socket.gethostname()}-"
+
+
+def remove_dead_debris(target):
+    """Remove the staging directories of ``target`` that killed processes on this host left."""
+    parent = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(parent):
+        return
+    host = socket.gethostname()
+    base = f".{os.path.basename(os.path.abspath(target))}."
+    for entry in os.listdir(parent):
+        if not entry.startswith(base):
+            continue
+        _, _, rest = entry[len(base):].partition("-")  # "<kind>-<host>-<pid>-..."
+        if not rest.startswith(host + "-"):
+            continue
+        pid = rest[len(host) + 1:].split("-")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            path = os.path.join(parent, entry)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+
+
+def make_staging_dir(target, kind="partial"):
+    """A new empty directory beside ``target``, named for this host and process, with the user's umask
+    (tempfile makes it 0700, which the renamed result would keep)."""
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    remove_dead_debris(target)
+    path = tempfile.mkdtemp(prefix=f"{_debris_prefix(target, kind)}{os.getpid()}-", dir=parent)
+    os.chmod(path, 0o777 & ~current_umask())
+    return path
+
+
+@contextlib.contextmanager
+def staging_directory(target, kind="partial"):
+    """``with staging_directory(target) as staging:`` build there; whatever is left is removed at the end."""
+    staging = make_staging_dir(target, kind)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_directory(built, target):
+    """Rename ``built`` to ``target``; an older ``target`` is first renamed away, then deleted."""
+    if os.path.exists(target):
+        old = make_staging_dir(target, "old")
+        os.rename(target, os.path.join(old, "replaced"))
+        os.rename(built, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(built, target)

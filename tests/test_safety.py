@@ -1,0 +1,292 @@
+"""Nothing a user has is lost: existing models, other runs' checkpoints, damaged checkpoints, debris, shared caches."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+import pretraining.checkpoints as ckpt
+from conftest import ROOT, SAMPLE_CORPUS, sample_lines
+from ja_common.files import current_umask
+from ja_common.locks import exclusive, lock_path
+from pretraining.presets import parse_preset
+from test_pretraining import TINY, pretrain, weights
+from tokenizer.encoder import SubwordEncoder
+from tokenizer.errors import UserError
+
+PRESETS = {
+    "bert-safe": dict(TINY, **{"train-steps": 8, "save-steps": 2, "save-total-limit": 4, "dropout": 0.1}),
+    "bert-safe-lr": dict(TINY, **{"train-steps": 8, "save-steps": 2, "save-total-limit": 4, "dropout": 0.1,
+                                  "learning-rate": 1e-3}),
+    "bert-safe-wide": dict(TINY, **{"train-steps": 8, "save-steps": 2, "save-total-limit": 4, "dropout": 0.1,
+                                    "hidden-size": 32}),
+}
+
+
+@pytest.fixture(scope="module")
+def params(tmp_path_factory):
+    path = tmp_path_factory.mktemp("safety") / "parameter.json"
+    path.write_text(json.dumps(PRESETS))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def finished(params, wordpiece_dir, tmp_path_factory):
+    """A finished 8-step run: checkpoints 2, 4, 6, 8 and the final model."""
+    model_dir = tmp_path_factory.mktemp("finished") / "bert"
+    pretrain(params, wordpiece_dir, model_dir, "bert-safe")
+    return model_dir
+
+
+def last_line(result):
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.stderr.strip().splitlines()[-1]
+
+
+def copy_run(model_dir, to):
+    shutil.copytree(model_dir, to)
+    shutil.copytree(str(model_dir) + "-cache", str(to) + "-cache")
+    return to
+
+
+def snapshot(directory):
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_final_model_without_checkpoints_is_existing_work(params, wordpiece_dir, finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path / "bert")
+    for checkpoint in model_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)  # deleted to save space
+    before = snapshot(model_dir)
+    for extra in ((), ("--do_continue",)):
+        line = last_line(pretrain(params, wordpiece_dir, model_dir, "bert-safe", *extra, check=False))
+        assert "holds a trained model" in line and "--overwrite_output_dir" in line, line
+    assert snapshot(model_dir) == before
+    pretrain(params, wordpiece_dir, model_dir, "bert-safe", "--overwrite_output_dir")
+
+
+def test_continue_refuses_another_run(params, wordpiece_dir, bpe_dir, finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path / "bert")
+    before = snapshot(model_dir)
+    other_tokenizer = tmp_path / "tokenizer"
+    shutil.copytree(wordpiece_dir, other_tokenizer)
+    vocab = (other_tokenizer / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    vocab[-1], vocab[-2] = vocab[-2], vocab[-1]  # same size, other ids
+    (other_tokenizer / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    cases = [
+        (wordpiece_dir, "bert-safe", ["--seed", "7"], "--seed: 42 then, 7 now"),
+        (wordpiece_dir, "bert-safe", ["--do_whole_word_mask"], "--do_whole_word_mask: False then, True now"),
+        (str(other_tokenizer), "bert-safe", [], "the tokenizer"),
+        (wordpiece_dir, "bert-safe-lr", [], "preset keys learning-rate"),
+        (wordpiece_dir, "bert-safe-wide", [], "preset keys hidden-size"),
+    ]
+    for tokenizer_dir, model_type, extra, expected in cases:
+        line = last_line(pretrain(params, tokenizer_dir, model_dir, model_type, "--do_continue", *extra, check=False))
+        assert "was trained with another setup" in line and expected in line, line
+    assert snapshot(model_dir) == before
+
+
+def test_damaged_newest_checkpoint_falls_back_and_ends_equal(params, wordpiece_dir, finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path / "bert")
+    for entry in model_dir.iterdir():  # as if killed after checkpoint-8: no final model yet
+        if not entry.name.startswith("checkpoint-"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    rng_file = model_dir / "checkpoint-8" / ckpt.ACCELERATE_DIR / "random_states_0.pkl"
+    rng_file.write_bytes(rng_file.read_bytes()[:-20])  # truncated: used to resume silently, with other weights
+    (model_dir / "checkpoint-6" / "model.safetensors").write_bytes(b"")
+    result = pretrain(params, wordpiece_dir, model_dir, "bert-safe", "--do_continue")
+    output = result.stdout + result.stderr
+    assert f"{model_dir / 'checkpoint-8'} is damaged (accelerate_state/random_states_0.pkl has" in output
+    assert f"{model_dir / 'checkpoint-6'} is damaged (model.safetensors has 0 bytes" in output
+    assert f"resumed from {model_dir / 'checkpoint-4'}" in output
+    expected, got = weights(finished), weights(model_dir)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    assert ckpt.damage(model_dir / "checkpoint-8") is None  # rewritten whole
+
+
+def test_checkpoint_damage_is_found(finished, tmp_path):
+    source = finished / "checkpoint-8"
+    assert ckpt.damage(source) is None
+    for name, harm, expected in (
+        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:100]), "model.safetensors has 100 bytes"),
+        (f"{ckpt.ACCELERATE_DIR}/optimizer.bin", lambda p: p.write_bytes(b"x" * p.stat().st_size), "checksum"),
+        (f"{ckpt.ACCELERATE_DIR}/custom_checkpoint_0.pkl", lambda p: p.unlink(), "custom_checkpoint_0.pkl is missing"),
+        (ckpt.ACCELERATE_DIR, shutil.rmtree, "is missing"),
+        (ckpt.STATE_FILE, lambda p: p.write_text("{"), "trainer_state.json"),
+        (ckpt.MANIFEST_FILE, lambda p: p.write_text("{"), "checkpoint_manifest.json is unreadable"),
+    ):
+        copy = tmp_path / name.replace("/", "-")
+        shutil.copytree(source, copy)
+        harm(copy / name)
+        problem = ckpt.damage(copy)
+        assert problem and expected in problem, (name, problem)
+
+
+class FullDisk:
+    """An accelerator whose save_state finds the disk full."""
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, directory, **kwargs):
+        os.makedirs(directory)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path / "bert")
+    before = snapshot(model_dir)
+    with pytest.raises(UserError, match=r"checkpoint-10 failed \(the disk is full\); nothing of it was kept\. The "
+                                        r"last complete checkpoint is .*checkpoint-8"):
+        ckpt.save_checkpoint(FullDisk(), str(model_dir), 10, lambda d: None, {}, keep=4)
+    assert snapshot(model_dir) == before  # no temporary directory left, nothing removed
+
+
+def test_resume_into_a_model_of_another_shape_is_a_clear_error(params, wordpiece_dir, finished, tmp_path):
+    """A checkpoint from before the setup was recorded, resumed with a preset of another width."""
+    model_dir = copy_run(finished, tmp_path / "bert")
+    for checkpoint in model_dir.glob("checkpoint-*"):
+        state = json.loads((checkpoint / ckpt.STATE_FILE).read_text())
+        del state["parameters"]
+        (checkpoint / ckpt.STATE_FILE).write_text(json.dumps(state))
+        (checkpoint / ckpt.MANIFEST_FILE).unlink()
+    line = last_line(pretrain(params, wordpiece_dir, model_dir, "bert-safe-wide", "--do_continue", check=False))
+    assert "does not fit the model of this preset" in line, line
+
+
+def test_user_faults_are_one_line(params, wordpiece_dir, tmp_path):
+    with pytest.raises(UserError, match='"learning-rate" must be a finite number, not nan'):
+        parse_preset("bert-x", dict(TINY, **{"learning-rate": float("nan")}))
+    broken = tmp_path / "tokenizer"
+    shutil.copytree(wordpiece_dir, broken)
+    (broken / "tokenizer_config.json").write_text('{"mecab_kwargs": ', encoding="utf-8")
+    line = last_line(pretrain(params, str(broken), tmp_path / "m", "bert-safe", check=False))
+    assert "tokenizer_config.json is damaged" in line, line
+    (broken / "tokenizer_config.json").write_bytes((open(os.path.join(wordpiece_dir, "tokenizer_config.json"), "rb")
+                                                   .read()))
+    vocab = (broken / "vocab.txt").read_text(encoding="utf-8").replace("[CLS]\n", "[CLX]\n")
+    (broken / "vocab.txt").write_text(vocab, encoding="utf-8")
+    with pytest.raises(UserError, match=r"lacks the special token\(s\) \[CLS\]"):
+        SubwordEncoder(str(broken))
+    for tokenizer_type in ("wordpiece", "bpe"):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "train_tokenizer.py"), "--input_file",
+                                 SAMPLE_CORPUS, "--model_dir", str(tmp_path / tokenizer_type), "--vocab_size", "100",
+                                 "--tokenizer_type", tokenizer_type, "--quiet"], capture_output=True, text=True)
+        line = last_line(result)
+        assert "--vocab_size 100 is too small for this corpus" in line and "--limit_alphabet" in line, line
+        assert not (tmp_path / tokenizer_type).exists()
+
+
+def big_corpus(tmp_path, copies):
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(("\n".join(sample_lines()) + "\n\n") * copies, encoding="utf-8")
+    return corpus
+
+
+def test_a_killed_tokenizer_run_leaves_no_workers_and_its_debris_goes(tmp_path):
+    import psutil
+
+    corpus = big_corpus(tmp_path, 300)  # several seconds of MeCab
+    command = [sys.executable, os.path.join(ROOT, "train_tokenizer.py"), "--input_file", str(corpus), "--model_dir",
+               str(tmp_path / "tok"), "--num_files", "2", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        words = list(tmp_path.glob(".tok.words-*/words-*.txt"))
+        if words and all(p.stat().st_size > 0 for p in words):
+            break
+        time.sleep(0.05)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert len(workers) >= 2, "the MeCab workers had not started"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "MeCab workers outlived the killed run"
+    assert list(tmp_path.glob(".tok.*")), "nothing to clean: the run was killed too late"
+    result = subprocess.run(command[:3] + [SAMPLE_CORPUS] + command[4:], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.glob(".tok.*")) == []
+    assert oct(os.stat(tmp_path / "tok").st_mode & 0o777) == oct(0o777 & ~current_umask())
+
+
+def dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def prepare_command(tokenizer_dir, dataset_dir, params, corpus=SAMPLE_CORPUS):
+    return [sys.executable, os.path.join(ROOT, "run_pretraining.py"), "--prepare_only", "--input_file", str(corpus),
+            "--tokenizer_dir", tokenizer_dir, "--parameter_file", params, "--model_type", "bert-safe",
+            "--dataset_dir", str(dataset_dir)]
+
+
+def test_examples_cache_has_one_builder_and_no_debris(params, wordpiece_dir, tmp_path):
+    dataset_dir = tmp_path / "examples"
+    host = socket.gethostname()
+    debris = [tmp_path / f".examples.old-{host}-{dead_pid()}-x1", tmp_path / f".examples.partial-{host}-{dead_pid()}-x2"]
+    for path in debris:
+        (path / "replaced").mkdir(parents=True)
+    # another run holds the build lock: this one waits and builds nothing meanwhile
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with exclusive(str(dataset_dir)):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    process = subprocess.Popen(prepare_command(wordpiece_dir, dataset_dir, params), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    time.sleep(4)
+    assert process.poll() is None and not dataset_dir.exists()
+    release.set()
+    holder.join()
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 0, output
+    assert "waiting for another run building" in output and "examples ready" in output
+    assert not any(path.exists() for path in debris) and not os.path.exists(lock_path(str(dataset_dir)))
+    assert oct(os.stat(dataset_dir).st_mode & 0o777) == oct(0o777 & ~current_umask())
+    # a lock left by a killed builder on this host is broken at once
+    with open(lock_path(str(dataset_dir)), "w") as f:
+        json.dump({"host": host, "pid": dead_pid()}, f)
+    result = subprocess.run(prepare_command(wordpiece_dir, dataset_dir, params) + ["--overwrite_cache"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "waiting" not in result.stdout, result.stdout + result.stderr
+
+
+def test_pair_examples_use_long_lines(params, wordpiece_dir, tmp_path):
+    from pretraining.data import load_examples
+
+    lines = sample_lines()
+    corpus = tmp_path / "long.txt"  # one document on one line, as in a corpus without sentence breaks
+    corpus.write_text("".join(lines) + "\n", encoding="utf-8")
+    result = subprocess.run(prepare_command(wordpiece_dir, tmp_path / "ex", params, corpus), capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    dataset, info = load_examples(str(tmp_path / "ex"))
+    # before: the one line gave one example of 32 tokens; now nearly all of it is in examples
+    assert info["tokens_in_examples"] > 0.9 * info["tokens"], info
+    assert len(dataset) > info["tokens"] / 32
+    assert f"hold {info['tokens_in_examples']:,} of the corpus's {info['tokens']:,} tokens" in result.stdout
+    assert "every document of the corpus has one sentence" in result.stderr
+    # a corpus of one-sentence documents gets the warning too; a normal one does not
+    single = tmp_path / "single.txt"
+    single.write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+    result = subprocess.run(prepare_command(wordpiece_dir, tmp_path / "single", params, single), capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and "need at least two sentences a document" in result.stderr, result.stderr
+    result = subprocess.run(prepare_command(wordpiece_dir, tmp_path / "normal", params), capture_output=True, text=True)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
