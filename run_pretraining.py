@@ -10,6 +10,7 @@ import time
 
 PROCESS_START = time.time()  # for the resume time reported in the log
 
+from pretraining.presets import ATTENTION_IMPLEMENTATIONS
 from tokenizer.errors import UserError, exit_on_user_error
 
 
@@ -38,6 +39,17 @@ def parse_args(argv=None):
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--node_rank", type=int, help="this node's rank (default: from the launcher)")
     train.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # torch.distributed.launch passes it
+    speed = parser.add_argument_group("speed (override the preset's keys of the same names)")
+    speed.add_argument("--torch_compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="compile the model with torch.compile (inductor)")
+    speed.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                       help="recompute activations in the backward pass: less memory, about 30%% more compute")
+    speed.add_argument("--attention_implementation", choices=ATTENTION_IMPLEMENTATIONS,
+                       help="transformers' attention kernel (default: sdpa where the family has it)")
+    speed.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                       help="bfloat16 mixed precision (GPUs since Ampere, and CPUs)")
+    speed.add_argument("--peak_tflops", type=float,
+                       help="the device's peak TFLOP/s for MFU (known GPUs are looked up)")
     compat = parser.add_argument_group("accepted for upstream compatibility")
     compat.add_argument("--fp16_type", type=int, help="overrides the preset's fp16-type (0 off, 1-3 mixed fp16)")
     compat.add_argument("--tokenizer_type", help="checked against the tokenizer directory")

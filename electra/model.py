@@ -84,43 +84,48 @@ class ElectraPretrainingModel(nn.Module):
         return cls(ElectraForMaskedLM.from_pretrained(generator_dir),
                    ElectraForPreTraining.from_pretrained(discriminator_dir))
 
-    def save_pretrained(self, directory):
-        self.generator.save_pretrained(os.path.join(directory, GENERATOR_DIR))
-        self.discriminator.save_pretrained(os.path.join(directory, DISCRIMINATOR_DIR))
+    def save_pretrained(self, directory, state_dict=None):
+        """Two model directories; ``state_dict`` (this module's, e.g. gathered by accelerate) is split between them."""
+        for name, part in ((GENERATOR_DIR, self.generator), (DISCRIMINATOR_DIR, self.discriminator)):
+            own = None if state_dict is None else {k[len(name) + 1:]: v for k, v in state_dict.items()
+                                                    if k.startswith(name + ".")}
+            part.save_pretrained(os.path.join(directory, name), state_dict=own)
 
-    def forward(self, input_ids, attention_mask, token_type_ids, labels):
-        """Returns {name: (sum, count)}: the two losses and the accuracies for logging."""
-        generated = self.generator(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        logits = generated.logits.float()
-        masked = labels != -100
-        mlm_sum = F.cross_entropy(logits[masked], labels[masked], reduction="sum")
+    def forward(self, batch):
+        """Returns {name: (sum, count)}: the two losses and the accuracies for logging.
+
+        The generator's output layer runs at the masked positions only (the collator lists them
+        as flat indices); nothing here needs the device to report a count to the host.
+        """
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        token_type_ids, positions, labels = batch.get("token_type_ids"), batch["mlm_positions"], batch["mlm_labels"]
+        hidden = self.generator.electra(input_ids=input_ids, attention_mask=attention_mask,
+                                        token_type_ids=token_type_ids, return_dict=False)[0]
+        selected = hidden.reshape(-1, hidden.size(-1)).index_select(0, positions)
+        logits = self.generator.generator_lm_head(self.generator.generator_predictions(selected)).float()
+        mlm_sum = F.cross_entropy(logits, labels, reduction="sum")
         with torch.no_grad():
-            sampled = torch.distributions.Categorical(logits=logits[masked]).sample()
-            original = torch.where(masked, labels, input_ids)
-            corrupted = input_ids.clone()
-            corrupted[masked] = sampled
+            sampled = torch.distributions.Categorical(logits=logits).sample()
+            corrupted = input_ids.reshape(-1).index_copy(0, positions, sampled).view_as(input_ids)
+            original = input_ids.reshape(-1).index_copy(0, positions, labels).view_as(input_ids)
             replaced = (corrupted != original).float()
         judged = self.discriminator(input_ids=corrupted, attention_mask=attention_mask,
                                     token_type_ids=token_type_ids).logits.float()
-        real = attention_mask.bool()
-        disc_sum = F.binary_cross_entropy_with_logits(judged[real], replaced[real], reduction="sum")
+        real = attention_mask.float()
+        disc_sum = (F.binary_cross_entropy_with_logits(judged, replaced, reduction="none") * real).sum()
         with torch.no_grad():
-            said_replaced = judged > 0
-            is_replaced = replaced.bool() & real
-            is_original = ~replaced.bool() & real
-            generator_correct = (logits[masked].argmax(-1) == labels[masked]).sum()
-        n_masked, n_real = masked.sum(), real.sum()
+            said_replaced = (judged > 0).float()
+            is_replaced = replaced * real
+            is_original = (1 - replaced) * real
+            generator_correct = (logits.argmax(-1) == labels).sum().float()
+        n_masked = torch.tensor(len(positions), device=logits.device)
         return {
             "generator": (mlm_sum, n_masked),
-            "discriminator": (disc_sum, n_real),
-            "acc/generator": (generator_correct.float(), n_masked),
-            "acc/discriminator_replaced": ((said_replaced & is_replaced).sum().float(), is_replaced.sum()),
-            "acc/discriminator_original": ((~said_replaced & is_original).sum().float(), is_original.sum()),
+            "discriminator": (disc_sum, real.sum()),
+            "acc/generator": (generator_correct, n_masked),
+            "acc/discriminator_replaced": ((said_replaced * is_replaced).sum(), is_replaced.sum()),
+            "acc/discriminator_original": (((1 - said_replaced) * is_original).sum(), is_original.sum()),
         }
-
-
-def electra_losses(model, batch):
-    return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), batch["labels"])
 
 
 def create_electra(preset, vocab):

@@ -111,7 +111,7 @@ def newest_intact_checkpoint(model_dir, warn=print):
 def save_checkpoint(accelerator, model_dir, step, write_files, state, keep):
     """Save on every rank (each writes its RNG state); the main process writes and renames the rest.
 
-    ``write_files(directory)`` writes the model and tokenizer (main process only).
+    ``write_files(directory)``, called on every rank, writes the model and tokenizer (on the main process).
     """
     final = os.path.join(model_dir, f"checkpoint-{step}")
     temporary = os.path.join(model_dir, f".checkpoint-{step}.tmp")
@@ -127,8 +127,8 @@ def save_checkpoint(accelerator, model_dir, step, write_files, state, keep):
         # load_state reads it; the model users load is the save_pretrained one (safetensors).
         accelerator.save_state(os.path.join(temporary, ACCELERATE_DIR), safe_serialization=False)
         accelerator.wait_for_everyone()
+        write_files(temporary)
         if accelerator.is_main_process:
-            write_files(temporary)
             with open(os.path.join(temporary, STATE_FILE), "w", encoding="utf-8") as f:
                 json.dump(state, f, indent=2)
             write_manifest(temporary)

@@ -81,6 +81,11 @@ class MaskedLMCollator:
             "labels": _pad(labels, IGNORE, length),
             "attention_mask": _pad([np.ones(len(m)) for m in masked], 0, length),
         }
+        # the masked positions as flat indices into (batch, length), and their labels: the model
+        # selects them with index_select, whose size is known on the host (no device sync)
+        flat = batch["labels"].reshape(-1)
+        batch["mlm_positions"] = torch.from_numpy(np.flatnonzero(flat.numpy() != IGNORE))
+        batch["mlm_labels"] = flat[batch["mlm_positions"]]
         if "token_type_ids" in items[0]:
             batch["token_type_ids"] = _pad([i["token_type_ids"] for i in items], 0, length)
         for name in ("next_sentence_label", "sentence_order_label"):

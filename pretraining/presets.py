@@ -56,7 +56,12 @@ KEYS = {
     "projection-size": ("projection_size", int, None),
     # data
     "short-seq-prob": ("short_seq_prob", float, 0.1),
+    # speed (flags of the same names override them)
+    "torch-compile": ("torch_compile", bool, False),
+    "gradient-checkpointing": ("gradient_checkpointing", bool, False),
+    "attention-implementation": ("attention_implementation", str, None),
 }
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 TRANSFORMER_KEYS = ("ffn-inner-hidden-size", "attention-heads")
 
 
@@ -79,6 +84,9 @@ class Preset:
     accumulation_steps: int = 1
     fp16_type: int = 0
     bf16: bool = False
+    torch_compile: bool = False
+    gradient_checkpointing: bool = False
+    attention_implementation: str = None
     dropout: float = None
     weight_decay: float = 0.01
     save_total_limit: int = 3
@@ -196,6 +204,8 @@ def _check_ranges(p):
         raise UserError(f"{where}: \"learning-rate\" must be positive")
     if p.fp16_type not in (0, 1, 2, 3):
         raise UserError(f"{where}: \"fp16-type\" must be 0 (off) or 1-3 (mixed fp16)")
+    if p.attention_implementation is not None and p.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise UserError(f"{where}: \"attention-implementation\" must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}")
     if p.fp16_type and p.bf16:
         raise UserError(f"{where}: choose either \"fp16-type\" or \"bf16\", not both")
     if p.dropout is not None and not 0 <= p.dropout < 1:

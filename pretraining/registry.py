@@ -3,18 +3,17 @@
 Adding a family means adding one Family entry here (and its example kind in presets.py).
 Losses are returned as (sum, count) per objective, so the training loop can divide by
 the count over the whole global batch: the update is then the one a single process
-would make, whatever the number of ranks and their batch sizes.
+would make, whatever the number of ranks and their batch sizes. The training forward of
+each family (what computes them) is in objectives.py.
 """
 
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
-import torch.nn.functional as F
-
 from tokenizer.errors import UserError
 
-from .collators import IGNORE, CausalLMCollator, MaskedLMCollator, Seq2SeqCollator
+from . import objectives
+from .collators import CausalLMCollator, MaskedLMCollator, Seq2SeqCollator
 from .data import sentinel_ids
 
 
@@ -34,16 +33,12 @@ class Family:
     build_config: Callable
     model_class: Callable  # () -> the transformers class
     make_collator: Callable  # (preset, vocab, seed, whole_word) -> collator
-    losses: Callable  # (model, batch) -> {name: (sum, count)}; names "acc/..." are logged, not trained on
+    # (model, batch) -> {name: (sum, count)}, installed as the model's forward for training
+    # (objectives.install); names "acc/..." are logged, not trained on. None: the model's own forward.
+    training_forward: Callable
     frozen_modules: Callable = None  # (model, n_layers) -> modules to freeze
     create: Callable = None  # (preset, vocab) -> model, for families that do not fit the one-config path
     loss_weights: Callable = lambda preset: {}  # name -> weight (default 1)
-
-
-def _sum_ce(logits, labels):
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE,
-                           reduction="sum")
-    return loss, (labels != IGNORE).sum()
 
 
 def _dropout(preset, default):
@@ -82,17 +77,6 @@ def _mlm_collator(preset, vocab, seed, whole_word):
                             mask_prob=preset.mask_percent / 100, whole_word=whole_word)
 
 
-def _pair_losses(pair_logits_name, pair_label_name, pair_loss_name):
-    def losses(model, batch):
-        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        token_type_ids=batch["token_type_ids"])
-        mlm = _sum_ce(outputs.prediction_logits, batch["labels"])
-        pair = _sum_ce(getattr(outputs, pair_logits_name), batch[pair_label_name])
-        return {"mlm": mlm, pair_loss_name: pair}
-
-    return losses
-
-
 def _bert_frozen(model, n):
     return [model.bert.embeddings, *model.bert.encoder.layer[:n]]
 
@@ -117,11 +101,6 @@ def _gpt2_config(preset, vocab):
     )
 
 
-def causal_lm_losses(model, batch):
-    logits = model(input_ids=batch["input_ids"]).logits
-    return {"lm": _sum_ce(logits[:, :-1], batch["input_ids"][:, 1:])}
-
-
 def _gpt2_frozen(model, n):
     return [model.transformer.wte, model.transformer.wpe, *model.transformer.h[:n]]
 
@@ -140,12 +119,6 @@ def _t5_config(preset, vocab):
         tie_word_embeddings=False, dropout_rate=_dropout(preset, 0.0), pad_token_id=vocab.pad_id,
         eos_token_id=vocab.sep_id, decoder_start_token_id=vocab.pad_id,
     )
-
-
-def _t5_losses(model, batch):
-    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
-    logits = model(input_ids=batch["input_ids"], decoder_input_ids=decoder_input_ids).logits
-    return {"span": _sum_ce(logits, batch["labels"])}
 
 
 def _t5_frozen(model, n):
@@ -194,13 +167,6 @@ def _head(family):
     return lambda: _models().FAMILY_CLASSES[family][2]
 
 
-def _elmo_losses(model, batch):
-    ids = batch["input_ids"]
-    outputs = model(input_ids=ids)
-    return {"forward": _sum_ce(outputs.forward_logits[:, :-1], ids[:, 1:]),
-            "backward": _sum_ce(outputs.backward_logits[:, 1:], ids[:, :-1])}
-
-
 def _gatedcnn_frozen(model, n):
     return [model.gated_cnn.embeddings, *model.gated_cnn.layers[:n]]
 
@@ -228,25 +194,29 @@ def _electra(name):
 
 FAMILIES = {
     "bert": Family("bert", "AutoModelForPreTraining", _bert_config, _transformers("BertForPreTraining"),
-                   _mlm_collator, _pair_losses("seq_relationship_logits", "next_sentence_label", "nsp"), _bert_frozen),
+                   _mlm_collator, objectives.bert_forward, _bert_frozen),
     "albert": Family("albert", "AutoModelForPreTraining", _albert_config,
                      _transformers("AlbertForPreTraining"), _mlm_collator,
-                     _pair_losses("sop_logits", "sentence_order_label", "sop"), _albert_frozen),
+                     objectives.albert_forward, _albert_frozen),
     "gpt2": Family("gpt2", "AutoModelForCausalLM", _gpt2_config, _transformers("GPT2LMHeadModel"),
-                   lambda *a: CausalLMCollator(), causal_lm_losses, _gpt2_frozen),
+                   lambda *a: CausalLMCollator(), objectives.gpt2_forward, _gpt2_frozen),
     "t5": Family("t5", "AutoModelForSeq2SeqLM", _t5_config,
-                 _transformers("T5ForConditionalGeneration"), lambda *a: Seq2SeqCollator(), _t5_losses, _t5_frozen),
+                 _transformers("T5ForConditionalGeneration"), lambda *a: Seq2SeqCollator(), objectives.t5_forward,
+                 _t5_frozen),
     "gatedcnn": Family("gatedcnn", "AutoModelForCausalLM", _recurrent_config("gatedcnn"), _head("gatedcnn"),
-                       lambda *a: CausalLMCollator(), causal_lm_losses, _gatedcnn_frozen),
+                       lambda *a: CausalLMCollator(), objectives.gatedcnn_forward, _gatedcnn_frozen),
     "lstm": Family("lstm", "AutoModelForCausalLM", _recurrent_config("lstm"), _head("lstm"),
-                   lambda *a: CausalLMCollator(), causal_lm_losses, _lstm_frozen),
+                   lambda *a: CausalLMCollator(), objectives.lstm_forward, _lstm_frozen),
     "elmo": Family("elmo", "AutoModelForPreTraining", _recurrent_config("elmo"), _head("elmo"),
-                   lambda *a: CausalLMCollator(), _elmo_losses, _elmo_frozen,
+                   lambda *a: CausalLMCollator(), objectives.elmo_forward, _elmo_frozen,
                    loss_weights=lambda preset: {"forward": 0.5, "backward": 0.5}),
-    "electra": Family("electra", "AutoModelForPreTraining", None, None, _mlm_collator, _electra("electra_losses"),
+    "electra": Family("electra", "AutoModelForPreTraining", None, None, _mlm_collator, None,
                       create=_electra("create_electra"),
                       loss_weights=lambda preset: {"discriminator": preset.discriminator_weight}),
 }
+
+
+ATTENTION_FAMILIES = ("bert", "albert", "gpt2", "t5", "electra")
 
 
 def family_of(preset):

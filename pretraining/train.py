@@ -1,7 +1,7 @@
 """The accelerate training loop of run_pretraining.py: wires presets, data, model and checkpoints."""
 
+import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -14,9 +14,11 @@ from tokenizer.errors import UserError
 from tokenizer.train import TOKENIZER_FILES
 
 from . import checkpoints as ckpt
+from . import objectives
 from .data import ExampleSpec, load_examples, sentinel_ids, tokenizer_fingerprint
 from .distributed import rank_batch_size, set_cpu_threads
-from .registry import family_of, vocabulary_for
+from .flops import FlopCounter, device_peak_tflops
+from .registry import ATTENTION_FAMILIES, family_of, vocabulary_for
 from .sampler import GlobalBatchSampler, IndexedExamples
 
 PRESET_FILE = "pretraining_preset.json"
@@ -35,8 +37,38 @@ def make_accelerator(preset, args):
     return Accelerator(
         cpu=not torch.cuda.is_available(), mixed_precision=mixed,
         gradient_accumulation_steps=preset.accumulation_steps, log_with="tensorboard",
-        project_dir=args.logging_dir,
+        project_dir=args.logging_dir, dynamo_backend="inductor" if preset.torch_compile else None,
     )
+
+
+def apply_speed_flags(preset, args):
+    """--torch_compile, --gradient_checkpointing, --attention_implementation and --bf16 override the preset."""
+    changes = {name: getattr(args, name) for name in ("torch_compile", "gradient_checkpointing",
+                                                        "attention_implementation", "bf16")
+               if getattr(args, name, None) is not None}
+    if changes.get("bf16"):
+        changes["fp16_type"] = 0
+    return dataclasses.replace(preset, **changes) if changes else preset
+
+
+def set_speed_switches(model, family, preset):
+    """Attention implementation and gradient checkpointing, through transformers' public switches."""
+    parts = [model.generator, model.discriminator] if family.name == "electra" else [model]
+    for part in parts:
+        if preset.attention_implementation:
+            if family.name not in ATTENTION_FAMILIES:
+                raise UserError(f"--model_type {preset.model_type}: the {family.name} family has no attention; drop "
+                                "\"attention-implementation\"")
+            try:
+                part.set_attn_implementation(preset.attention_implementation)
+            except (ValueError, ImportError) as error:
+                raise UserError(f"\"attention-implementation\" {preset.attention_implementation}: "
+                                f"{str(error).splitlines()[0]}") from None
+        if preset.gradient_checkpointing:
+            if not part.supports_gradient_checkpointing:
+                raise UserError(f"--model_type {preset.model_type}: the {family.name} family does not support "
+                                "gradient checkpointing; drop \"gradient-checkpointing\"")
+            part.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def optimizer_for(model, preset):
@@ -53,6 +85,15 @@ def optimizer_for(model, preset):
 
 
 def build_model(family, preset, vocab, seed):
+    """The model, with the family's training forward (objectives.py) and the preset's speed switches."""
+    model = _new_or_pretrained_model(family, preset, vocab, seed)
+    set_speed_switches(model, family, preset)
+    if family.training_forward is not None:
+        objectives.install(model, family.training_forward)
+    return model
+
+
+def _new_or_pretrained_model(family, preset, vocab, seed):
     from accelerate.utils import set_seed
 
     if family.create is not None:
@@ -115,7 +156,8 @@ def check_model_dir(args):
 
 
 # preset keys a resumed run may change: they decide when to stop, save and log, not what is learned
-RESUMABLE_KEYS = {"train-steps", "save-steps", "logging-steps", "save-total-limit", "batch-size"}
+RESUMABLE_KEYS = {"train-steps", "save-steps", "logging-steps", "save-total-limit", "batch-size", "torch-compile",
+                  "gradient-checkpointing", "attention-implementation"}
 
 
 def check_same_run(checkpoint, state, run):
@@ -143,6 +185,7 @@ def run_training(args, preset):
         raise UserError("--model_dir is needed for training")
     if args.do_continue and args.overwrite_output_dir:
         raise UserError("--do_continue and --overwrite_output_dir contradict each other: pass one")
+    preset = apply_speed_flags(preset, args)
     family = family_of(preset)
     check_model_dir(args)
     set_cpu_threads()
@@ -228,8 +271,12 @@ def run_training(args, preset):
     state_base["run_name"] = run_name
 
     def write_model(directory):
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(directory)
+        """Called on every rank: under FSDP and DeepSpeed ZeRO-3 the full weights are gathered from all
+        of them (accelerate's documented get_state_dict); the main process writes."""
+        state_dict = accelerator.get_state_dict(model)
+        if not accelerator.is_main_process:
+            return
+        accelerator.unwrap_model(model).save_pretrained(directory, state_dict=state_dict)
         tokenizer_files.write(directory)
         for part in ("generator", "discriminator"):  # ELECTRA: each part loads with its tokenizer
             if os.path.isdir(os.path.join(directory, part)):
@@ -246,64 +293,112 @@ def run_training(args, preset):
         bar.close()  # before any error message, so the message is the last line
 
     accelerator.wait_for_everyone()
+    write_model(args.model_dir)
     if main:
-        write_model(args.model_dir)
         print(f"model saved to {args.model_dir}")
     accelerator.end_training()
+
+
+class Window:
+    """What the steps since the last log line add up to, kept on the device (no host sync per step).
+
+    ``sums`` holds, per objective, the (sum, count) totals over all ranks, then the real (not
+    padding) tokens and all tokens of the batches; ``flops`` the model FLOPs of every rank.
+    """
+
+    def __init__(self):
+        self.sums, self.flops, self.started = None, 0.0, time.time()
+
+    def add(self, totals, flops):
+        self.sums = totals if self.sums is None else self.sums + totals
+        self.flops += flops
 
 
 def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset, step, write_model, state_base, args,
                bar):
     parameters = [p for p in model.parameters() if p.requires_grad]
     weights = family.loss_weights(preset)
-    window = {"sums": None, "started": time.time()}
+    flop_counter = FlopCounter(preset.family, accelerator.unwrap_model(model))
+    peak_tflops = device_peak_tflops(args.peak_tflops)
+    window = Window()
     examples_seen = step * preset.accumulation_steps * state_base["global_batch"]
     grad_norm = torch.tensor(0.0)
+    # the first non-finite loss (its step and value), found on the device and read at log and save steps
+    first_bad_step = torch.zeros((), dtype=torch.long, device=accelerator.device)
+    first_bad_value = torch.zeros((), device=accelerator.device)
     model.train()
     batches = iter(loader)
     while step < preset.train_steps:
-        batch = {k: v.to(accelerator.device) for k, v in next(batches).items()}
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
         with accelerator.accumulate(model):
             with accelerator.autocast():
-                losses = family.losses(model, batch)
+                losses = model(batch)
             names = list(losses)
+            real_tokens = batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
             local = torch.stack([x.detach().float() for name in names for x in losses[name]]
-                                + [torch.tensor(float(batch["input_ids"].numel()), device=accelerator.device)])
+                                + [torch.as_tensor(real_tokens, dtype=torch.float32, device=accelerator.device),
+                                   torch.tensor(float(batch["input_ids"].numel()), device=accelerator.device)])
             totals = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
+            sums, counts = totals[0:2 * len(names):2], totals[1:2 * len(names):2].clamp(min=1)
+            trained = [k for k, n in enumerate(names) if not n.startswith("acc/")]
             # each rank's share of the global mean: sum / global count, times the ranks DDP averages over
-            trained = [(k, n) for k, n in enumerate(names) if not n.startswith("acc/")]
-            loss = sum(weights.get(n, 1.0) * losses[n][0] / totals[2 * k + 1].clamp(min=1) for k, n in trained)
-            loss = loss * accelerator.num_processes
-            global_loss = sum(weights.get(n, 1.0) * (totals[2 * k] / totals[2 * k + 1].clamp(min=1)).item()
-                              for k, n in trained)
-            if not math.isfinite(global_loss):
-                last = ckpt.newest_checkpoint(args.model_dir)
-                raise UserError(f"the loss became {global_loss} at step {step + 1}; the last good checkpoint is "
-                                f"{last or 'none'}: lower the learning rate or check the data, then --do_continue")
-            accelerator.backward(loss)
+            loss = sum(weights.get(names[k], 1.0) * losses[names[k]][0] / counts[k] for k in trained)
+            accelerator.backward(loss * accelerator.num_processes)
+            global_loss = sum(weights.get(names[k], 1.0) * sums[k] / counts[k] for k in trained)
+            newly_bad = (first_bad_step == 0) & ~torch.isfinite(global_loss)
+            first_bad_step = torch.where(newly_bad, step + 1, first_bad_step)
+            first_bad_value = torch.where(newly_bad, global_loss.detach(), first_bad_value)
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             optimizer.zero_grad()
-        window["sums"] = totals if window["sums"] is None else window["sums"] + totals
+        window.add(totals, flop_counter.step_flops(batch) * accelerator.num_processes)
         examples_seen += state_base["global_batch"]
         if not accelerator.sync_gradients:
             continue
         scheduler.step()
         step += 1
         bar.update(1)
-        if step % preset.logging_steps == 0 or step == preset.train_steps:
-            sums = window["sums"]
-            seconds = time.time() - window["started"]
-            means = {n: (sums[2 * k] / sums[2 * k + 1].clamp(min=1)).item() for k, n in enumerate(names)}
-            values = {(n if n.startswith("acc/") else f"loss/{n}"): v for n, v in means.items()}
-            values["loss"] = sum(weights.get(n, 1.0) * v for n, v in means.items() if not n.startswith("acc/"))
-            values.update({"lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                           "tokens_per_second": sums[-1].item() / max(seconds, 1e-9), "examples_seen": examples_seen})
-            accelerator.log(values, step=step)
-            bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
-                            tok_s=f"{values['tokens_per_second']:.0f}")
-            window = {"sums": None, "started": time.time()}
-        if step % preset.save_steps == 0 or step == preset.train_steps:
+        logging_step = step % preset.logging_steps == 0 or step == preset.train_steps
+        saving_step = step % preset.save_steps == 0 or step == preset.train_steps
+        if not (logging_step or saving_step):
+            continue
+        if first_bad_step.item():  # the only host sync of the loop, before any log or checkpoint
+            last = ckpt.newest_checkpoint(args.model_dir)
+            raise UserError(f"the loss became {first_bad_value.item()} at step {first_bad_step.item()}; the last good "
+                            f"checkpoint is {last or 'none'}: lower the learning rate or check the data, then "
+                            "--do_continue")
+        if logging_step:
+            log_figures(accelerator, bar, window, names, weights, step, scheduler, grad_norm, examples_seen,
+                        peak_tflops)
+            window = Window()
+        if saving_step:
             ckpt.save_checkpoint(accelerator, args.model_dir, step, write_model,
                                  dict(state_base, step=step, examples_seen=examples_seen), preset.save_total_limit)
+
+
+def log_figures(accelerator, bar, window, names, weights, step, scheduler, grad_norm, examples_seen, peak_tflops):
+    """Means over the window to TensorBoard and the progress bar, with the speed figures a GPU user reads."""
+    sums = window.sums.tolist()
+    seconds = max(time.time() - window.started, 1e-9)
+    means = {n: sums[2 * k] / max(sums[2 * k + 1], 1) for k, n in enumerate(names)}
+    real_tokens, all_tokens = sums[-2], sums[-1]
+    values = {(n if n.startswith("acc/") else f"loss/{n}"): v for n, v in means.items()}
+    values["loss"] = sum(weights.get(n, 1.0) * v for n, v in means.items() if not n.startswith("acc/"))
+    values.update({
+        "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), "examples_seen": examples_seen,
+        "tokens_per_second": real_tokens / seconds,  # padding not counted
+        "padding_ratio": 1 - real_tokens / max(all_tokens, 1),
+        "tflops_per_second": window.flops / seconds / 1e12,  # model FLOPs of all ranks (pretraining/flops.py)
+    })
+    if peak_tflops:
+        values["mfu"] = values["tflops_per_second"] / (peak_tflops * accelerator.num_processes)
+    if torch.cuda.is_available():
+        values["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    accelerator.log(values, step=step)
+    figures = {"loss": f"{values['loss']:.3f}", "lr": f"{values['lr']:.2e}", "tok_s": f"{values['tokens_per_second']:.0f}"}
+    if "mfu" in values:
+        figures["mfu"] = f"{values['mfu']:.1%}"
+    if "peak_memory_gib" in values:
+        figures["mem"] = f"{values['peak_memory_gib']:.1f}G"
+    bar.set_postfix(figures)

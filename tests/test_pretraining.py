@@ -76,11 +76,17 @@ def weights(directory):
 )
 def test_family_trains_and_loads_in_a_pipeline(params, wordpiece_dir, tmp_path, model_type, tags, check):
     model_dir = tmp_path / model_type
-    pretrain(params, wordpiece_dir, model_dir, model_type, "--do_whole_word_mask")
+    pretrain(params, wordpiece_dir, model_dir, model_type, "--do_whole_word_mask", "--peak_tflops", "0.5")
     loss = logged(model_dir, "loss")
     assert len(loss) == 16 and np.mean(loss[-3:]) < np.mean(loss[:3]) - 0.3, loss
-    for tag in tags + ["lr", "grad_norm", "tokens_per_second", "examples_seen"]:
+    for tag in tags + ["lr", "grad_norm", "tokens_per_second", "examples_seen", "tflops_per_second", "mfu"]:
         assert logged(model_dir, tag), tag
+    padding = logged(model_dir, "padding_ratio")
+    if model_type.startswith(("bert", "albert")):  # pairs shorter than the sequence are padded
+        assert all(0 <= p < 0.9 for p in padding) and max(padding) > 0, padding
+    else:  # packed blocks and exact T5 lengths have none
+        assert padding == [0.0] * len(padding)
+    assert logged(model_dir, "mfu") == pytest.approx([t / 0.5 for t in logged(model_dir, "tflops_per_second")])
     assert sorted(p for p in os.listdir(model_dir) if p.startswith("checkpoint-")) == ["checkpoint-16", "checkpoint-8"]
     auto = {"fill-mask": "AutoModelForPreTraining", "text-generation": "AutoModelForCausalLM",
             "generate": "AutoModelForSeq2SeqLM"}[check]
@@ -105,6 +111,15 @@ print("ok", type(model).__name__)
 """
     result = run_python(code, cwd=str(tmp_path), block_project=True)
     assert "ok" in result.stdout
+
+
+@pytest.mark.parametrize("model_type", ["bert-test", "gpt2-test"])
+def test_bf16_on_the_cpu_trains(params, wordpiece_dir, tmp_path, model_type):
+    model_dir = tmp_path / model_type
+    pretrain(params, wordpiece_dir, model_dir, model_type, "--bf16")
+    loss = logged(model_dir, "loss")
+    assert all(np.isfinite(loss)) and np.mean(loss[-3:]) < np.mean(loss[:3]) - 0.3, loss
+    assert weights(model_dir)  # saved in float32, loadable
 
 
 def test_kill_and_continue_equals_uninterrupted_run(params, wordpiece_dir, tmp_path):
