@@ -26,6 +26,15 @@ def parse_args(argv=None):
     data.add_argument("--prepare_only", action="store_true", help="build the examples and exit")
     data.add_argument("--num_proc", type=int, help="processes that build examples (default: all cores)")
     data.add_argument("--encoding_errors", choices=("strict", "replace", "skip"), default="strict")
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--validation_split_percentage", type=float,
+                            help="hold out this percentage of the documents for evaluation (default: none)")
+    evaluation.add_argument("--validation_file", nargs="+", help="held-out corpus files, directories or globs")
+    evaluation.add_argument("--eval_steps", type=int,
+                            help="evaluate every this many steps (default: the preset's eval-steps, else save-steps)")
+    evaluation.add_argument("--do_eval", action="store_true",
+                            help="no training: score the model in --model_dir (final or a checkpoint) on the held-out "
+                                 "examples and write eval_results.json there")
     model = parser.add_argument_group("model")
     model.add_argument("--parameter_file", default="parameter.json")
     model.add_argument("--model_type", required=True, help="a preset in --parameter_file, e.g. bert-base")
@@ -68,23 +77,45 @@ def check_tokenizer_flags(args, encoder):
                         "drop the flag, it is read from the tokenizer")
 
 
+def check_evaluation_flags(args):
+    percent = args.validation_split_percentage
+    if percent is not None and not 0 < percent < 100:
+        raise UserError(f"--validation_split_percentage must be between 0 and 100, not {percent:g}")
+    if percent and args.validation_file:
+        raise UserError("--validation_split_percentage and --validation_file: give one")
+    if args.eval_steps is not None and args.eval_steps < 1:
+        raise UserError("--eval_steps must be at least 1")
+
+
 def prepare(args, preset, show_progress=True):
-    """Build or reuse the examples; returns the examples folder."""
+    """Build or reuse the examples; returns (the examples folder, the held-out folder or None)."""
+    check_evaluation_flags(args)
+    train_dir = prepare_split(args, preset, args.input_file, args.dataset_dir, args.validation_split_percentage,
+                              show_progress)
+    if args.validation_split_percentage:
+        return train_dir, train_dir
+    if args.validation_file:
+        validation_dir = args.dataset_dir and args.dataset_dir.rstrip("/") + "-validation"
+        return train_dir, prepare_split(args, preset, args.validation_file, validation_dir, None, show_progress)
+    return train_dir, None
+
+
+def prepare_split(args, preset, input_file, dataset_dir, validation_percent, show_progress):
     from pretraining.data import ExampleSpec, load_examples, prepare_examples
     from tokenizer.encoder import SubwordEncoder
 
-    spec = ExampleSpec.from_preset(preset, args.seed)
-    if not args.input_file:
-        if not args.dataset_dir:
+    spec = ExampleSpec.from_preset(preset, args.seed, validation_percent)
+    if not input_file:
+        if not dataset_dir:
             raise UserError("give --input_file (a corpus) or --dataset_dir (prepared examples)")
-        load_examples(args.dataset_dir, spec)
-        return args.dataset_dir
+        load_examples(dataset_dir, spec)
+        return dataset_dir
     if not args.tokenizer_dir:
         raise UserError("--tokenizer_dir is needed to build examples from --input_file")
     encoder = SubwordEncoder(args.tokenizer_dir)
     check_tokenizer_flags(args, encoder)
     return prepare_examples(
-        args.input_file, args.tokenizer_dir, spec, dataset_dir=args.dataset_dir, num_proc=args.num_proc,
+        input_file, args.tokenizer_dir, spec, dataset_dir=dataset_dir, num_proc=args.num_proc,
         overwrite_cache=args.overwrite_cache, disable_overwrite_cache=args.disable_overwrite_cache,
         encoding_errors=args.encoding_errors, show_progress=show_progress, encoder=encoder,
     )
@@ -97,8 +128,14 @@ def main(argv=None):
     args = parse_args(argv)
     preset = load_preset(args.parameter_file, args.model_type)
     if args.prepare_only:
-        dataset_dir = prepare(args, preset)
-        print(f"examples ready in {dataset_dir}")
+        dataset_dir, validation_dir = prepare(args, preset)
+        print(f"examples ready in {dataset_dir}" + (f", held-out examples in {validation_dir}"
+                                                     if validation_dir not in (None, dataset_dir) else ""))
+        return
+    if args.do_eval:
+        from pretraining.train import run_evaluation
+
+        run_evaluation(args, preset)
         return
     from pretraining.train import run_training
 

@@ -39,6 +39,7 @@ from . import examples as ex
 BUILDER_VERSION = 3  # 3: long sentences cut for the pair objectives
 CHUNK_BYTES = 512 << 10
 INFO_FILE = "examples_info.json"
+VALIDATION_DIR = "validation"  # the held-out split's data files, inside the examples folder
 NUM_SENTINELS = 100
 _WRITE_BATCH = 1000  # rows per Arrow record batch
 SHARD_BYTES = 500 << 20  # data file size
@@ -54,9 +55,10 @@ class ExampleSpec:
     short_seq_prob: float = 0.1
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
+    validation_percent: float = 0.0  # documents held out for evaluation
 
     @classmethod
-    def from_preset(cls, preset, seed):
+    def from_preset(cls, preset, seed, validation_percent=0.0):
         return cls(
             kind=preset.example_kind,
             sequence_length=preset.sequence_length,
@@ -64,6 +66,7 @@ class ExampleSpec:
             short_seq_prob=preset.short_seq_prob,
             noise_density=preset.noise_density,
             mean_noise_span_length=preset.mean_noise_span_length,
+            validation_percent=validation_percent or 0.0,
         )
 
 
@@ -195,17 +198,41 @@ def _write_chunk(columns, schema, out_path):
     return batch.num_rows
 
 
+VALIDATION_STREAM = 1 << 30  # added to the chunk index: the held-out examples draw from random streams of their own
+
+
+def validation_path(path):
+    return path[: -len(".arrow")] + ".validation.arrow"
+
+
+def held_out(spec, chunk_index, documents):
+    """Which documents of a chunk are held out: a fixed draw per (seed, chunk, document)."""
+    if not spec.validation_percent:
+        return np.zeros(len(documents), dtype=bool)
+    return np.random.default_rng([spec.seed, chunk_index, 1]).random(len(documents)) < spec.validation_percent / 100
+
+
 def build_chunk(task):
-    """Build one chunk's examples into an Arrow file; returns (index, counts, bytes, leftover)."""
+    """Build one chunk's examples into an Arrow file (its held-out documents' into a second one);
+    returns (index, bytes, {split: (counts, leftover)})."""
     index, segment, tokenizer_dir, spec, out_path, encoding_errors = task
     encoder = _encoder(tokenizer_dir)
-    text = tokenize_chunk(encoder, list(read_documents(segment, encoding_errors)))
-    columns, leftover, kept = build_columns(text, spec, encoder, index)
-    sentences_per_document = np.diff(text.document_starts)
-    counts = {"examples": _write_chunk(columns, SCHEMAS[spec.kind], out_path), "tokens": len(text.ids),
-              "tokens_in_examples": kept, "documents": len(sentences_per_document),
-              "one_sentence_documents": int((sentences_per_document == 1).sum())}
-    return index, counts, segment.end - segment.start, leftover
+    documents = list(read_documents(segment, encoding_errors))
+    held = held_out(spec, index, documents)
+    splits = {"train": ([d for d, h in zip(documents, held) if not h], index, out_path)}
+    if spec.validation_percent:
+        splits["validation"] = ([d for d, h in zip(documents, held) if h], index + VALIDATION_STREAM,
+                                validation_path(out_path))
+    results = {}
+    for split, (split_documents, stream, path) in splits.items():
+        text = tokenize_chunk(encoder, split_documents)
+        columns, leftover, kept = build_columns(text, spec, encoder, stream)
+        sentences_per_document = np.diff(text.document_starts)
+        counts = {"examples": _write_chunk(columns, SCHEMAS[spec.kind], path), "tokens": len(text.ids),
+                  "tokens_in_examples": kept, "documents": len(sentences_per_document),
+                  "one_sentence_documents": int((sentences_per_document == 1).sum())}
+        results[split] = (counts, leftover)
+    return index, segment.end - segment.start, results
 
 
 _NUMPY_TYPES = {pa.int8(): np.int8, pa.int32(): np.int32}
@@ -295,6 +322,34 @@ def prepare_examples(input_files, tokenizer_dir, spec, dataset_dir=None, num_pro
     return dataset_dir
 
 
+class _Split:
+    """One split's data files, totals and packed leftovers while the chunks come in."""
+
+    def __init__(self, folder, kind):
+        self.shards = _ShardWriter(folder, SCHEMAS[kind])
+        self.totals = dict.fromkeys(("examples", "tokens", "tokens_in_examples", "documents",
+                                     "one_sentence_documents"), 0)
+        self.leftovers = []
+
+    def add(self, path, counts, leftover):
+        for key, value in counts.items():
+            self.totals[key] += value
+        self.shards.append(path)
+        self.leftovers.append(leftover)
+
+    def finish(self, spec, encoder, stream, path):
+        """Pack the chunks' leftover tokens, joined in order, into the last blocks: only the final
+        remainder is dropped. Returns the split's record."""
+        if spec.kind in ("packed", "span"):
+            joined = ex.join_streams(self.leftovers)
+            columns, remainder = pack_stream(joined, spec, encoder, stream)
+            self.totals["examples"] += _write_chunk(columns, SCHEMAS[spec.kind], path)
+            self.totals["tokens_in_examples"] += int((joined[1] >= 0).sum() - (remainder[1] >= 0).sum())
+            self.shards.append(path)
+        self.shards.close()
+        return {"data_files": _name_data_files(self.shards.folder, self.shards.names), **self.totals}
+
+
 def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_proc, encoding_errors, show_progress):
     started = time.time()
     with staging_directory(dataset_dir) as staging:
@@ -302,11 +357,11 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
         tasks = [(i, c, os.path.abspath(tokenizer_dir), spec, os.path.join(staging, f"chunk-{i:06d}.arrow"),
                   encoding_errors) for i, c in enumerate(chunks)]
         final = os.path.join(staging, "dataset")
-        shards = _ShardWriter(final, SCHEMAS[spec.kind])
+        splits = {"train": _Split(final, spec.kind)}
+        if spec.validation_percent:
+            splits["validation"] = _Split(os.path.join(final, VALIDATION_DIR), spec.kind)
         num_proc = max(1, min(num_proc or available_cpus(), len(tasks)))
         _encoders.setdefault(os.path.abspath(tokenizer_dir), encoder)  # forked workers start with it loaded
-        totals, leftovers = dict.fromkeys(("examples", "tokens", "tokens_in_examples", "documents",
-                                           "one_sentence_documents"), 0), []
         if num_proc == 1:
             results = map(build_chunk, tasks)
             pool = None
@@ -319,27 +374,24 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
 
             with tqdm(total=sum(c.end - c.start for c in chunks), unit="B", unit_scale=True,
                       desc=f"Building {spec.kind} examples", disable=not show_progress) as bar:
-                for index, counts, size, leftover in results:
-                    for key, value in counts.items():
-                        totals[key] += value
-                    shards.append(tasks[index][4])
-                    leftovers.append(leftover)
+                for index, size, by_split in results:
+                    for split, (counts, leftover) in by_split.items():
+                        path = tasks[index][4]
+                        splits[split].add(path if split == "train" else validation_path(path), counts, leftover)
                     bar.update(size)
         finally:
             if pool is not None:
                 pool.terminate()
                 pool.join()
-        if spec.kind in ("packed", "span"):
-            # the chunks' leftover tokens, joined in order, make the last blocks: only the final remainder is dropped
-            joined = ex.join_streams(leftovers)
-            columns, remainder = pack_stream(joined, spec, encoder, len(chunks))
-            path = os.path.join(staging, "leftovers.arrow")
-            totals["examples"] += _write_chunk(columns, SCHEMAS[spec.kind], path)
-            totals["tokens_in_examples"] += int((joined[1] >= 0).sum() - (remainder[1] >= 0).sum())
-            shards.append(path)
-        shards.close()
-        if totals["examples"] == 0:
-            return totals
+        records = {split: splits[split].finish(spec, encoder, len(chunks) + (VALIDATION_STREAM if split != "train"
+                                                                              else 0),
+                                                os.path.join(staging, f"leftovers-{split}.arrow"))
+                   for split in splits}
+        if records["train"]["examples"] == 0:
+            return records["train"]
+        if "validation" in records and records["validation"]["examples"] == 0:
+            raise UserError(f"--validation_split_percentage {spec.validation_percent} held out no whole "
+                            f"{spec.kind} example: raise it, or give --validation_file")
         info = {
             "fingerprint": fingerprint,
             "builder_version": BUILDER_VERSION,
@@ -347,10 +399,11 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
             "tokenizer_dir": os.path.abspath(tokenizer_dir),
             "vocab_size": encoder.vocab_size,
             "corpus": [os.path.abspath(p) for p in files],
-            "data_files": _name_data_files(final, shards.names),
-            **totals,
+            **records["train"],
             "build_seconds": round(time.time() - started, 2),
         }
+        if "validation" in records:
+            info["validation"] = records["validation"]
         if spec.kind == "span":
             info["sentinel_ids"] = sentinel_ids(encoder)
         with open(os.path.join(final, INFO_FILE), "w", encoding="utf-8") as f:
@@ -415,7 +468,7 @@ def _built_after(dataset_dir, moment):
     return os.path.getmtime(os.path.join(dataset_dir, INFO_FILE)) >= moment
 
 
-def load_examples(dataset_dir, spec=None):
+def load_examples(dataset_dir, spec=None, split="train"):
     """Open a prepared examples folder as a ``datasets.Dataset``, checking that it fits the preset when one is given.
 
     The data files are Arrow streams, the format of datasets' own cache files: ``Dataset.from_file``
@@ -433,11 +486,17 @@ def load_examples(dataset_dir, spec=None):
                 f"--dataset_dir {dataset_dir} holds {built['kind']} examples of length {built['sequence_length']}, "
                 f"but the preset needs {spec.kind} examples of length {spec.sequence_length}"
             )
+    folder = dataset_dir
+    if split == "validation":
+        if "validation" not in info:
+            raise UserError(f"--dataset_dir {dataset_dir} holds no held-out split: build it with "
+                            "--validation_split_percentage, or give --validation_file")
+        info, folder = dict(info, **info["validation"]), os.path.join(dataset_dir, VALIDATION_DIR)
     # folders built before data_files was recorded hold the same files under the same names
-    names = info.get("data_files") or sorted(n for n in os.listdir(dataset_dir) if re.fullmatch(r"data-\d+-of-\d+\.arrow", n))
+    names = info.get("data_files") or sorted(n for n in os.listdir(folder) if re.fullmatch(r"data-\d+-of-\d+\.arrow", n))
     if not names:
         raise UserError(f"--dataset_dir {dataset_dir} holds no data files: delete it and build the examples again")
-    parts = [Dataset.from_file(os.path.join(dataset_dir, name)) for name in names]
+    parts = [Dataset.from_file(os.path.join(folder, name)) for name in names]
     return (parts[0] if len(parts) == 1 else concatenate_datasets(parts)), info
 
 

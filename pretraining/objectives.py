@@ -87,6 +87,11 @@ def linear_cross_entropy(hidden, weight, bias, labels, chunk_rows=CHUNK_ROWS):
     return total, (labels != IGNORE).sum()
 
 
+def accuracy(logits, labels):
+    """(correct, count) of the argmax predictions; logged and evaluated, not trained on."""
+    return (logits.argmax(-1) == labels).sum().float(), torch.tensor(labels.numel(), device=labels.device)
+
+
 def masked_rows(hidden, batch):
     """The hidden states at the masked positions the collator listed (flat indices): no sync."""
     return hidden.reshape(-1, hidden.size(-1)).index_select(0, batch["mlm_positions"])
@@ -103,15 +108,17 @@ def install(model, training_forward):
 def bert_forward(self, batch):
     sequence, pooled = self.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                  token_type_ids=batch["token_type_ids"], return_dict=False)[:2]
-    return {"mlm": sum_ce(self.cls.predictions(masked_rows(sequence, batch)), batch["mlm_labels"]),
-            "nsp": sum_ce(self.cls.seq_relationship(pooled), batch["next_sentence_label"])}
+    predicted, pair = self.cls.predictions(masked_rows(sequence, batch)), self.cls.seq_relationship(pooled)
+    return {"mlm": sum_ce(predicted, batch["mlm_labels"]), "nsp": sum_ce(pair, batch["next_sentence_label"]),
+            "acc/mlm": accuracy(predicted, batch["mlm_labels"]), "acc/nsp": accuracy(pair, batch["next_sentence_label"])}
 
 
 def albert_forward(self, batch):
     sequence, pooled = self.albert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                    token_type_ids=batch["token_type_ids"], return_dict=False)[:2]
-    return {"mlm": sum_ce(self.predictions(masked_rows(sequence, batch)), batch["mlm_labels"]),
-            "sop": sum_ce(self.sop_classifier(pooled), batch["sentence_order_label"])}
+    predicted, pair = self.predictions(masked_rows(sequence, batch)), self.sop_classifier(pooled)
+    return {"mlm": sum_ce(predicted, batch["mlm_labels"]), "sop": sum_ce(pair, batch["sentence_order_label"]),
+            "acc/mlm": accuracy(predicted, batch["mlm_labels"]), "acc/sop": accuracy(pair, batch["sentence_order_label"])}
 
 
 def gpt2_forward(self, batch):

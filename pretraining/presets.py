@@ -26,6 +26,7 @@ KEYS = {
     "warmup-steps": ("warmup_steps", int, 0),
     "save-steps": ("save_steps", int, REQUIRED),
     "logging-steps": ("logging_steps", int, REQUIRED),
+    "eval-steps": ("eval_steps", int, None),
     "ffn-inner-hidden-size": ("ffn_inner_hidden_size", int, None),
     "attention-heads": ("attention_heads", int, None),
     "embedding-size": ("embedding_size", int, None),
@@ -84,6 +85,7 @@ class Preset:
     accumulation_steps: int = 1
     fp16_type: int = 0
     bf16: bool = False
+    eval_steps: int = None
     torch_compile: bool = False
     gradient_checkpointing: bool = False
     attention_implementation: str = None

@@ -17,6 +17,7 @@ from . import checkpoints as ckpt
 from . import objectives
 from .data import ExampleSpec, load_examples, sentinel_ids, tokenizer_fingerprint
 from .distributed import rank_batch_size, set_cpu_threads
+from .evaluate import EVAL_SEED_OFFSET, RESULTS_FILE, evaluate, total_loss, write_results
 from .flops import FlopCounter, device_peak_tflops
 from .registry import ATTENTION_FAMILIES, family_of, vocabulary_for
 from .sampler import GlobalBatchSampler, IndexedExamples
@@ -165,6 +166,7 @@ def check_same_run(checkpoint, state, run):
     different = []
     for key, label in (("tokenizer", "the tokenizer (--tokenizer_dir's files)"), ("seed", "--seed"),
                        ("whole_word_mask", "--do_whole_word_mask"),
+                       ("validation_split_percentage", "--validation_split_percentage"),
                        ("global_batch", "the global batch size (sum of batch-size over the nodes)")):
         if key in state and state[key] != run[key]:
             different.append(f"{label}: {state[key]!r} then, {run[key]!r} now")
@@ -194,8 +196,9 @@ def run_training(args, preset):
 
     # data: one process per node builds, the others wait and load
     with accelerator.local_main_process_first():
-        dataset_dir = prepare(args, preset, show_progress=accelerator.is_local_main_process)
-    dataset, info = load_examples(dataset_dir, ExampleSpec.from_preset(preset, args.seed))
+        dataset_dir, validation_dir = prepare(args, preset, show_progress=accelerator.is_local_main_process)
+    dataset, info = load_examples(dataset_dir, ExampleSpec.from_preset(preset, args.seed,
+                                                                       args.validation_split_percentage))
     tokenizer_dir = args.tokenizer_dir or info["tokenizer_dir"]
     from tokenizer.encoder import SubwordEncoder
 
@@ -226,7 +229,8 @@ def run_training(args, preset):
     step, run_name = 0, args.run_name
     state_base = {"model_type": preset.model_type, "seed": args.seed, "global_batch": sum(rank_batches),
                   "rank_batches": rank_batches, "whole_word_mask": args.do_whole_word_mask,
-                  "tokenizer": tokenizer_fingerprint(tokenizer_dir), "parameters": preset.raw}
+                  "tokenizer": tokenizer_fingerprint(tokenizer_dir), "parameters": preset.raw,
+                  "validation_split_percentage": args.validation_split_percentage or 0}
     resume_from = None
     if args.do_continue:  # the main process checks the files; every rank resumes from its choice
         choice = [ckpt.newest_intact_checkpoint(args.model_dir, warn=accelerator.print) if main else None]
@@ -261,6 +265,10 @@ def run_training(args, preset):
 
     tokenizer_files = TokenizerFiles(tokenizer_dir, preset, encoder)
     collator = family.make_collator(preset, vocab, args.seed, args.do_whole_word_mask)
+    evaluator = None
+    if validation_dir is not None:
+        evaluator = Evaluator(validation_dir, args.validation_split_percentage, family, preset, vocab, args,
+                              my_batch, best=state.get("best_eval_loss") if resume_from else None)
     sampler = GlobalBatchSampler(len(dataset), rank_batches, accelerator.process_index, args.seed,
                                  start_step=step * preset.accumulation_steps)
     # A generator of its own: creating a loader iterator otherwise draws from the global torch
@@ -284,19 +292,123 @@ def run_training(args, preset):
         with open(os.path.join(directory, PRESET_FILE), "w", encoding="utf-8") as f:
             json.dump({"model_type": preset.model_type, "family": preset.family, "parameters": preset.raw,
                        "seed": args.seed, "whole_word_mask": args.do_whole_word_mask}, f, indent=2)
+        if evaluator is not None and evaluator.last is not None:
+            write_results(directory, evaluator.last)
 
     bar = tqdm(total=preset.train_steps, initial=step, desc="Pretraining", disable=not main, dynamic_ncols=True)
     try:
         train_loop(accelerator, model, optimizer, scheduler, family, loader, preset, step, write_model, state_base,
-                   args, bar)
+                   args, bar, evaluator)
     finally:
         bar.close()  # before any error message, so the message is the last line
 
     accelerator.wait_for_everyone()
     write_model(args.model_dir)
     if main:
+        write_model_card(args.model_dir, preset, info, state_base, evaluator, args)
         print(f"model saved to {args.model_dir}")
     accelerator.end_training()
+
+
+class Evaluator:
+    """The held-out examples and what their evaluations gave (pretraining/evaluate.py)."""
+
+    def __init__(self, validation_dir, validation_percent, family, preset, vocab, args, batch_size, best=None):
+        split = "validation" if validation_percent else "train"  # a --validation_file folder is all held out
+        self.dataset, _ = load_examples(validation_dir, ExampleSpec.from_preset(preset, args.seed, validation_percent),
+                                        split=split)
+        self.seed = args.seed + EVAL_SEED_OFFSET
+        self.collator = family.make_collator(preset, vocab, self.seed, args.do_whole_word_mask)
+        self.batch_size, self.weights = batch_size, family.loss_weights(preset)
+        self.every = args.eval_steps or preset.eval_steps or preset.save_steps
+        self.last, self.best = None, best
+
+    def run(self, accelerator, model, step):
+        results = evaluate(accelerator, model, self.dataset, self.collator, self.batch_size, self.seed)
+        results = {"step": step, "loss": total_loss(results, self.weights), **results}
+        self.last = results
+        self.best = results["loss"] if self.best is None else min(self.best, results["loss"])
+        return results
+
+
+def write_model_card(model_dir, preset, info, state, evaluator, args):
+    """README.md in the Hugging Face model-card format, through huggingface_hub's ModelCard."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    pipeline = {"bert": "fill-mask", "albert": "fill-mask", "gpt2": "text-generation", "t5": "text2text-generation",
+                "gatedcnn": "text-generation", "lstm": "text-generation"}.get(preset.family)
+    data = ModelCardData(language="ja", library_name="transformers", pipeline_tag=pipeline,
+                         tags=["japanese", "pretraining", preset.family, "ja-pretraining"])
+    trained_on = ", ".join(os.path.basename(p) for p in info.get("corpus", [])) or "prepared examples"
+    lines = [f"# {os.path.basename(os.path.abspath(model_dir))}", "",
+             f"A {preset.family.upper()} model pretrained from scratch on Japanese text with ja-pretraining "
+             f"(preset `{preset.model_type}`).", "", "## Training", "",
+             f"- Preset: `{json.dumps(preset.raw, ensure_ascii=False)}`",
+             f"- Tokenizer: {info.get('vocab_size')} entries, fingerprint `{state['tokenizer'][:16]}`",
+             f"- Corpus: {trained_on}; {info.get('tokens', 0):,} tokens, {info.get('examples', 0):,} "
+             f"{info['spec']['kind']} examples (examples fingerprint `{info.get('fingerprint')}`)",
+             f"- Steps: {preset.train_steps:,}, global batch {state['global_batch']}, examples seen "
+             f"{state.get('examples_seen', 0):,}, seed {args.seed}, whole-word masking {args.do_whole_word_mask}"]
+    if state.get("last_train"):
+        lines.append("- Final training figures: " + ", ".join(f"{k} {v:.4g}" for k, v in state["last_train"].items()))
+    if evaluator is not None and evaluator.last is not None:
+        lines += ["", "## Held-out evaluation", "", f"On {evaluator.last['examples']:,} held-out examples, at step "
+                  f"{evaluator.last['step']:,} (best loss {evaluator.best:.4f}):", ""]
+        lines += [f"- {k}: {v:.4f}" for k, v in evaluator.last.items() if k not in ("step", "examples")]
+    auto = {"bert": "AutoModelForPreTraining", "albert": "AutoModelForPreTraining", "gpt2": "AutoModelForCausalLM",
+            "t5": "AutoModelForSeq2SeqLM", "gatedcnn": "AutoModelForCausalLM", "lstm": "AutoModelForCausalLM",
+            "elmo": "AutoModelForPreTraining"}.get(preset.family)
+    if auto:
+        remote = ", trust_remote_code=True" if preset.family in ("gatedcnn", "lstm", "elmo") else ""
+        lines += ["", "## Use", "", "```python", f"from transformers import AutoTokenizer, {auto}",
+                  f"tokenizer = AutoTokenizer.from_pretrained(path{remote})",
+                  f"model = {auto}.from_pretrained(path{remote})", "```"]
+    else:  # ELECTRA: generator/ and discriminator/
+        lines += ["", "## Use", "", "Split it with `extract_electra_model.py`; `generator/` loads with "
+                  "AutoModelForMaskedLM, `discriminator/` with AutoModelForPreTraining."]
+    ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n").save(os.path.join(model_dir, "README.md"))
+
+
+def run_evaluation(args, preset):
+    """--do_eval: score a trained model directory (final or checkpoint) on the held-out examples."""
+    if not args.model_dir or not os.path.isfile(os.path.join(args.model_dir, PRESET_FILE)):
+        raise UserError(f"--do_eval needs --model_dir with a model trained by run_pretraining.py "
+                        f"({args.model_dir or 'none given'} holds no {PRESET_FILE})")
+    from run_pretraining import prepare
+
+    preset = apply_speed_flags(preset, args)
+    family = family_of(preset)
+    set_cpu_threads()
+    accelerator = make_accelerator(preset, args)
+    with accelerator.local_main_process_first():
+        _, validation_dir = prepare(args, preset, show_progress=accelerator.is_local_main_process)
+    if validation_dir is None:
+        raise UserError("--do_eval needs held-out examples: --validation_split_percentage (as in training) or "
+                        "--validation_file")
+    _, info = load_examples(validation_dir)
+    from tokenizer.encoder import SubwordEncoder
+
+    vocab = vocabulary_for(preset, SubwordEncoder(args.tokenizer_dir or info["tokenizer_dir"]))
+    model = load_trained_model(family, args.model_dir)
+    if family.training_forward is not None:
+        objectives.install(model, family.training_forward)
+    model = accelerator.prepare(model)
+    evaluator = Evaluator(validation_dir, args.validation_split_percentage, family, preset, vocab, args,
+                          rank_batch_size(preset, args.node_rank))
+    results = evaluator.run(accelerator, model, step=None)
+    if accelerator.is_main_process:
+        write_results(args.model_dir, results)
+        print("eval " + "  ".join(f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, float)))
+        print(f"written to {os.path.join(args.model_dir, RESULTS_FILE)}")
+
+
+def load_trained_model(family, model_dir):
+    if family.name == "electra":
+        from electra.model import DISCRIMINATOR_DIR, GENERATOR_DIR, ElectraPretrainingModel
+
+        return ElectraPretrainingModel.from_directories(os.path.join(model_dir, GENERATOR_DIR),
+                                                        os.path.join(model_dir, DISCRIMINATOR_DIR))
+    return family.model_class().from_pretrained(model_dir)
 
 
 class Window:
@@ -315,7 +427,7 @@ class Window:
 
 
 def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset, step, write_model, state_base, args,
-               bar):
+               bar, evaluator=None):
     parameters = [p for p in model.parameters() if p.requires_grad]
     weights = family.loss_weights(preset)
     flop_counter = FlopCounter(preset.family, accelerator.unwrap_model(model))
@@ -361,7 +473,8 @@ def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset,
         bar.update(1)
         logging_step = step % preset.logging_steps == 0 or step == preset.train_steps
         saving_step = step % preset.save_steps == 0 or step == preset.train_steps
-        if not (logging_step or saving_step):
+        eval_step = evaluator is not None and (step % evaluator.every == 0 or step == preset.train_steps)
+        if not (logging_step or saving_step or eval_step):
             continue
         if first_bad_step.item():  # the only host sync of the loop, before any log or checkpoint
             last = ckpt.newest_checkpoint(args.model_dir)
@@ -369,12 +482,24 @@ def train_loop(accelerator, model, optimizer, scheduler, family, loader, preset,
                             f"checkpoint is {last or 'none'}: lower the learning rate or check the data, then "
                             "--do_continue")
         if logging_step:
-            log_figures(accelerator, bar, window, names, weights, step, scheduler, grad_norm, examples_seen,
-                        peak_tflops)
+            state_base["last_train"] = log_figures(accelerator, bar, window, names, weights, step, scheduler,
+                                                   grad_norm, examples_seen, peak_tflops)
             window = Window()
+        if eval_step:
+            started = time.time()
+            results = evaluator.run(accelerator, model, step)
+            seconds = time.time() - started
+            accelerator.log({**{f"eval/{k}": v for k, v in results.items() if k != "step"}, "eval/seconds": seconds},
+                            step=step)
+            state_base["best_eval_loss"] = evaluator.best
+            window.started += seconds  # the speed figures are of training alone
+            if accelerator.is_main_process:
+                bar.write(f"eval at step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in results.items()
+                                                                if isinstance(v, float)) + f"  ({seconds:.2f} s)")
         if saving_step:
             ckpt.save_checkpoint(accelerator, args.model_dir, step, write_model,
                                  dict(state_base, step=step, examples_seen=examples_seen), preset.save_total_limit)
+    state_base["examples_seen"] = examples_seen
 
 
 def log_figures(accelerator, bar, window, names, weights, step, scheduler, grad_norm, examples_seen, peak_tflops):
@@ -402,3 +527,4 @@ def log_figures(accelerator, bar, window, names, weights, step, scheduler, grad_
     if "peak_memory_gib" in values:
         figures["mem"] = f"{values['peak_memory_gib']:.1f}G"
     bar.set_postfix(figures)
+    return {k: values[k] for k in ("loss", "tokens_per_second") if k in values}

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 BASE = {"number-of-layers": 2, "hidden-size": 64, "ffn-inner-hidden-size": 128, "attention-heads": 2,
         "sequence-length": 32, "learning-rate": 1e-3, "warmup-steps": 1, "train-steps": 4, "save-steps": 2,
-        "logging-steps": 1, "dropout": 0.0, "accumulation-steps": 2}
+        "logging-steps": 1, "dropout": 0.0, "accumulation-steps": 2, "eval-steps": 2}
 PRESETS = {}
 for family in ("gpt2", "bert"):
     PRESETS[f"{family}-single"] = dict(BASE, **{"batch-size": {"-1": 8}})
@@ -52,7 +52,7 @@ def command(setup, model_type, model_dir, launcher=()):
     return [*launcher, os.path.join(ROOT, "run_pretraining.py"), "--input_file", SAMPLE_CORPUS,
             "--tokenizer_dir", tokenizer_dir, "--parameter_file", params, "--model_type", model_type,
             "--model_dir", str(model_dir), "--logging_dir", str(work / "runs"),
-            "--dataset_dir", str(work / f"examples-{model_type.split('-')[0]}")]
+            "--dataset_dir", str(work / f"examples-{model_type.split('-')[0]}"), "--validation_split_percentage", "20"]
 
 
 def env():
@@ -135,10 +135,16 @@ def test_two_processes_and_two_uneven_nodes_equal_one_process(setup, family):
     result = subprocess.run(command(setup, f"{family}-single", two, launcher), capture_output=True, text=True, env=env())
     assert result.returncode == 0, result.stderr[-3000:]
     wait(launch_nodes(setup, f"{family}-nodes", nodes))
+    expected = json.load(open(single / "eval_results.json"))
     for directory, batches in ((two, [4, 4]), (nodes, [3, 5])):
         state = json.load(open(directory / "checkpoint-4" / "trainer_state.json"))
         assert state["rank_batches"] == batches  # really distributed, not two lone runs
         assert_same_weights(single, directory)
+        # held-out figures: every rank scores a share, the sums are reduced: the same as one process
+        got = json.load(open(directory / "eval_results.json"))
+        assert got.keys() == expected.keys() and got["examples"] == expected["examples"] > 0
+        for key in expected:
+            assert got[key] == pytest.approx(expected[key], rel=1e-5), key
 
 
 def test_killed_nodes_continue_to_the_same_weights(setup):

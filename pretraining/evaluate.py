@@ -1,0 +1,72 @@
+"""Held-out evaluation: exact across ranks, reproducible, and invisible to training.
+
+- Every rank scores a disjoint share of the held-out examples (every world_size-th); the
+  (sum, count) of each objective is summed over all ranks before dividing, so the figures
+  are the same, to float rounding, on any number of processes and batch sizes.
+- The MLM masks come from the collator's per-example generator with a seed of their own, and
+  the model runs in eval mode (no dropout) under a forked torch RNG (ELECTRA samples): two
+  evaluations of the same weights give the same figures, and the training's random state is
+  left exactly as it was.
+"""
+
+import json
+import math
+import os
+
+import torch
+
+EVAL_SEED_OFFSET = 1_000_003  # the held-out masks' seed: the run's seed plus this
+RESULTS_FILE = "eval_results.json"
+LM_OBJECTIVES = ("lm", "span", "forward", "backward")  # their perplexity is reported too
+
+
+def evaluate(accelerator, model, dataset, collator, batch_size, seed):
+    """{'loss': ..., 'loss/mlm': ..., 'perplexity': ..., 'acc/mlm': ..., 'examples': n} over the whole split."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(range(rank, len(dataset), world))
+    # every rank runs the same number of batches (DDP and FSDP forwards are collective); a rank whose
+    # share has run out repeats its first batch with weight zero
+    batches = max(1, -(-((len(dataset) + world - 1) // world) // batch_size))
+    was_training = model.training
+    model.eval()
+    sums = None
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # what evaluation samples (ELECTRA's generator) is the same every time
+        for k in range(batches):
+            indices = mine[k * batch_size:(k + 1) * batch_size]
+            weight = 1.0 if indices else 0.0
+            indices = indices or mine[:batch_size] or [0]
+            items = [dict(dataset[i], epoch=0, index=i) for i in indices]
+            batch = {key: value.to(accelerator.device) for key, value in collator(items).items()}
+            with accelerator.autocast():
+                losses = model(batch)
+            names = list(losses)
+            local = torch.stack([x.detach().float() * weight for name in names for x in losses[name]])
+            sums = local if sums is None else sums + local
+    if was_training:
+        model.train()
+    totals = (accelerator.reduce(sums, reduction="sum") if world > 1 else sums).tolist()
+    return figures(names, totals, len(dataset))
+
+
+def figures(names, totals, examples):
+    """Means from the (sum, count) totals, the weighted loss and the perplexities."""
+    results = {"examples": examples}
+    for k, name in enumerate(names):
+        mean = totals[2 * k] / max(totals[2 * k + 1], 1)
+        results[name if name.startswith("acc/") else f"loss/{name}"] = mean
+        if name in LM_OBJECTIVES:
+            results[f"perplexity/{name}"] = math.exp(min(mean, 700))
+    return results
+
+
+def total_loss(results, weights):
+    """The training objective's value: the weighted sum of the objectives' mean losses."""
+    return sum(weights.get(key[5:], 1.0) * value for key, value in results.items() if key.startswith("loss/"))
+
+
+def write_results(directory, results):
+    with open(os.path.join(directory, RESULTS_FILE), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
