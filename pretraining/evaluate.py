@@ -15,6 +15,8 @@ import os
 
 import torch
 
+from .data import ExampleSpec, load_examples
+
 EVAL_SEED_OFFSET = 1_000_003  # the held-out masks' seed: the run's seed plus this
 RESULTS_FILE = "eval_results.json"
 LM_OBJECTIVES = ("lm", "span", "forward", "backward")  # their perplexity is reported too
@@ -70,3 +72,24 @@ def write_results(directory, results):
     with open(os.path.join(directory, RESULTS_FILE), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
+
+
+class Evaluator:
+    """The held-out examples of a run and what their evaluations gave."""
+
+    def __init__(self, validation_dir, validation_percent, family, preset, vocab, args, batch_size, best=None):
+        split = "validation" if validation_percent else "train"  # a --validation_file folder is all held out
+        self.dataset, _ = load_examples(validation_dir, ExampleSpec.from_preset(preset, args.seed, validation_percent),
+                                        split=split)
+        self.seed = args.seed + EVAL_SEED_OFFSET
+        self.collator = family.make_collator(preset, vocab, self.seed, args.do_whole_word_mask)
+        self.batch_size, self.weights = batch_size, family.loss_weights(preset)
+        self.every = args.eval_steps or preset.eval_steps or preset.save_steps
+        self.last, self.best = None, best
+
+    def run(self, accelerator, model, step):
+        results = evaluate(accelerator, model, self.dataset, self.collator, self.batch_size, self.seed)
+        results = {"step": step, "loss": total_loss(results, self.weights), **results}
+        self.last = results
+        self.best = results["loss"] if self.best is None else min(self.best, results["loss"])
+        return results

@@ -17,8 +17,10 @@ from . import checkpoints as ckpt
 from . import objectives
 from .data import ExampleSpec, load_examples, sentinel_ids, tokenizer_fingerprint
 from .distributed import rank_batch_size, set_cpu_threads
-from .evaluate import EVAL_SEED_OFFSET, RESULTS_FILE, evaluate, total_loss, write_results
+from .evaluate import RESULTS_FILE, Evaluator, write_results
+from .model_card import write_model_card
 from .flops import FlopCounter, device_peak_tflops
+from .inputs import prepare
 from .registry import ATTENTION_FAMILIES, family_of, vocabulary_for
 from .sampler import GlobalBatchSampler, IndexedExamples
 
@@ -181,8 +183,6 @@ def check_same_run(checkpoint, state, run):
 
 
 def run_training(args, preset):
-    from run_pretraining import prepare
-
     if not args.model_dir:
         raise UserError("--model_dir is needed for training")
     if args.do_continue and args.overwrite_output_dir:
@@ -254,10 +254,9 @@ def run_training(args, preset):
             raise UserError(f"--do_continue: {resume_from} does not fit the model of this preset "
                             f"({str(error).splitlines()[0][:200]}); restore the preset it was trained with") from None
         step, run_name = state["step"], run_name or state["run_name"]
-        from run_pretraining import PROCESS_START
-
-        accelerator.print(f"resumed from {resume_from} at step {step}, "
-                          f"{time.time() - PROCESS_START:.1f} s after the process started")
+        started = getattr(args, "process_start", None)
+        accelerator.print(f"resumed from {resume_from} at step {step}"
+                          + (f", {time.time() - started:.1f} s after the process started" if started else ""))
     elif args.do_continue:
         accelerator.print(f"no checkpoint in {args.model_dir} yet: starting from step 0")
     run_name = run_name or f"{preset.model_type}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -310,72 +309,11 @@ def run_training(args, preset):
     accelerator.end_training()
 
 
-class Evaluator:
-    """The held-out examples and what their evaluations gave (pretraining/evaluate.py)."""
-
-    def __init__(self, validation_dir, validation_percent, family, preset, vocab, args, batch_size, best=None):
-        split = "validation" if validation_percent else "train"  # a --validation_file folder is all held out
-        self.dataset, _ = load_examples(validation_dir, ExampleSpec.from_preset(preset, args.seed, validation_percent),
-                                        split=split)
-        self.seed = args.seed + EVAL_SEED_OFFSET
-        self.collator = family.make_collator(preset, vocab, self.seed, args.do_whole_word_mask)
-        self.batch_size, self.weights = batch_size, family.loss_weights(preset)
-        self.every = args.eval_steps or preset.eval_steps or preset.save_steps
-        self.last, self.best = None, best
-
-    def run(self, accelerator, model, step):
-        results = evaluate(accelerator, model, self.dataset, self.collator, self.batch_size, self.seed)
-        results = {"step": step, "loss": total_loss(results, self.weights), **results}
-        self.last = results
-        self.best = results["loss"] if self.best is None else min(self.best, results["loss"])
-        return results
-
-
-def write_model_card(model_dir, preset, info, state, evaluator, args):
-    """README.md in the Hugging Face model-card format, through huggingface_hub's ModelCard."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    pipeline = {"bert": "fill-mask", "albert": "fill-mask", "gpt2": "text-generation", "t5": "text2text-generation",
-                "gatedcnn": "text-generation", "lstm": "text-generation"}.get(preset.family)
-    data = ModelCardData(language="ja", library_name="transformers", pipeline_tag=pipeline,
-                         tags=["japanese", "pretraining", preset.family, "ja-pretraining"])
-    trained_on = ", ".join(os.path.basename(p) for p in info.get("corpus", [])) or "prepared examples"
-    lines = [f"# {os.path.basename(os.path.abspath(model_dir))}", "",
-             f"A {preset.family.upper()} model pretrained from scratch on Japanese text with ja-pretraining "
-             f"(preset `{preset.model_type}`).", "", "## Training", "",
-             f"- Preset: `{json.dumps(preset.raw, ensure_ascii=False)}`",
-             f"- Tokenizer: {info.get('vocab_size')} entries, fingerprint `{state['tokenizer'][:16]}`",
-             f"- Corpus: {trained_on}; {info.get('tokens', 0):,} tokens, {info.get('examples', 0):,} "
-             f"{info['spec']['kind']} examples (examples fingerprint `{info.get('fingerprint')}`)",
-             f"- Steps: {preset.train_steps:,}, global batch {state['global_batch']}, examples seen "
-             f"{state.get('examples_seen', 0):,}, seed {args.seed}, whole-word masking {args.do_whole_word_mask}"]
-    if state.get("last_train"):
-        lines.append("- Final training figures: " + ", ".join(f"{k} {v:.4g}" for k, v in state["last_train"].items()))
-    if evaluator is not None and evaluator.last is not None:
-        lines += ["", "## Held-out evaluation", "", f"On {evaluator.last['examples']:,} held-out examples, at step "
-                  f"{evaluator.last['step']:,} (best loss {evaluator.best:.4f}):", ""]
-        lines += [f"- {k}: {v:.4f}" for k, v in evaluator.last.items() if k not in ("step", "examples")]
-    auto = {"bert": "AutoModelForPreTraining", "albert": "AutoModelForPreTraining", "gpt2": "AutoModelForCausalLM",
-            "t5": "AutoModelForSeq2SeqLM", "gatedcnn": "AutoModelForCausalLM", "lstm": "AutoModelForCausalLM",
-            "elmo": "AutoModelForPreTraining"}.get(preset.family)
-    if auto:
-        remote = ", trust_remote_code=True" if preset.family in ("gatedcnn", "lstm", "elmo") else ""
-        lines += ["", "## Use", "", "```python", f"from transformers import AutoTokenizer, {auto}",
-                  f"tokenizer = AutoTokenizer.from_pretrained(path{remote})",
-                  f"model = {auto}.from_pretrained(path{remote})", "```"]
-    else:  # ELECTRA: generator/ and discriminator/
-        lines += ["", "## Use", "", "Split it with `extract_electra_model.py`; `generator/` loads with "
-                  "AutoModelForMaskedLM, `discriminator/` with AutoModelForPreTraining."]
-    ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n").save(os.path.join(model_dir, "README.md"))
-
-
 def run_evaluation(args, preset):
     """--do_eval: score a trained model directory (final or checkpoint) on the held-out examples."""
     if not args.model_dir or not os.path.isfile(os.path.join(args.model_dir, PRESET_FILE)):
         raise UserError(f"--do_eval needs --model_dir with a model trained by run_pretraining.py "
                         f"({args.model_dir or 'none given'} holds no {PRESET_FILE})")
-    from run_pretraining import prepare
-
     preset = apply_speed_flags(preset, args)
     family = family_of(preset)
     set_cpu_threads()

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from pretraining import objectives
 from pretraining.collators import CausalLMCollator, MaskedLMCollator, Seq2SeqCollator
-from pretraining.models import FAMILY_CLASSES
 from pretraining.presets import parse_preset
 from pretraining.registry import FAMILIES, Vocabulary
 from test_pretraining import TINY

@@ -8,7 +8,6 @@ also count characters, from which the subword alphabet is chosen deterministical
 import multiprocessing as mp
 import os
 import queue
-import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
