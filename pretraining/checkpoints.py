@@ -76,11 +76,14 @@ def write_manifest(directory):
 def damage(checkpoint):
     """None when the checkpoint's files match its manifest, else what is wrong (one line)."""
     manifest_path = os.path.join(checkpoint, MANIFEST_FILE)
-    if not os.path.isfile(manifest_path):  # written before manifests existed: only the state file can be checked
+    if not os.path.isfile(manifest_path):
         try:
-            read_state(checkpoint)
+            state = read_state(checkpoint)
         except (OSError, ValueError):
             return f"{STATE_FILE} is unreadable"
+        if "parameters" in state:  # written by this version, which always writes the manifest
+            return f"{MANIFEST_FILE} is missing"
+        # written before manifests existed: only the state file and the folder can be checked
         return None if os.path.isdir(os.path.join(checkpoint, ACCELERATE_DIR)) else f"{ACCELERATE_DIR}/ is missing"
     try:
         with open(manifest_path, encoding="utf-8") as f:

@@ -123,6 +123,8 @@ def test_checkpoint_damage_is_found(finished, tmp_path):
         (ckpt.ACCELERATE_DIR, shutil.rmtree, "is missing"),
         (ckpt.STATE_FILE, lambda p: p.write_text("{"), "trainer_state.json"),
         (ckpt.MANIFEST_FILE, lambda p: p.write_text("{"), "checkpoint_manifest.json is unreadable"),
+        (ckpt.MANIFEST_FILE + "-", lambda p: (p.parent / ckpt.MANIFEST_FILE).unlink(),
+         "checkpoint_manifest.json is missing"),
     ):
         copy = tmp_path / name.replace("/", "-")
         shutil.copytree(source, copy)
