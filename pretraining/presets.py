@@ -53,6 +53,8 @@ KEYS = {
     # non-transformer families
     "kernel-size": ("kernel_size", int, None),
     "block-size": ("block_size", int, None),
+    "weight-norm": ("weight_norm", bool, None),
+    "initialization": ("initialization", str, None),
     "tie-weights": ("tie_weights", bool, None),
     "projection-size": ("projection_size", int, None),
     # data
@@ -105,6 +107,8 @@ class Preset:
     kernel_size: int = None
     block_size: int = None
     tie_weights: bool = None
+    weight_norm: bool = None
+    initialization: str = None
     projection_size: int = None
     short_seq_prob: float = 0.1
     raw: dict = field(default_factory=dict, repr=False)
@@ -220,10 +224,10 @@ def _check_ranges(p):
     if p.family == "gatedcnn":
         if p.kernel_size is not None and p.kernel_size < 1:
             raise UserError(f"{where}: \"kernel-size\" must be at least 1, not {p.kernel_size}")
-        block = p.block_size or 1
-        if block < 1 or p.number_of_layers % block:
-            raise UserError(f"{where}: a residual joins every \"block-size\" layers, so \"number-of-layers\" "
-                            f"{p.number_of_layers} must be divisible by it (block-size {p.block_size})")
+        if p.block_size is not None and p.block_size < 1:
+            raise UserError(f"{where}: \"block-size\" must be at least 1, not {p.block_size}")
+        if p.initialization not in (None, "normal", "kaiming"):
+            raise UserError(f"{where}: \"initialization\" must be \"normal\" or \"kaiming\", not {p.initialization!r}")
     for key, value in (("embedding-size", p.embedding_size), ("projection-size", p.projection_size)):
         if value is not None and value < 1:
             raise UserError(f"{where}: \"{key}\" must be at least 1")

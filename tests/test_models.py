@@ -22,7 +22,7 @@ RECURRENT = {"number-of-layers": 2, "hidden-size": 64, "embedding-size": 32, "se
              "warmup-steps": 2, "learning-rate": 5e-3, "batch-size": {"-1": 8}, "train-steps": 30,
              "save-steps": 30, "logging-steps": 1}
 PRESETS = {
-    "gatedcnn-test": dict(RECURRENT, **{"kernel-size": 3, "block-size": 2}),
+    "gatedcnn-test": dict(RECURRENT, **{"kernel-size": 3, "block-size": 2, "number-of-layers": 5}),  # UER-py 5/2
     "lstm-test": dict(RECURRENT, **{"tie-weights": True}),
     "elmo-test": dict(RECURRENT, **{"projection-size": 32}),
 }
@@ -32,6 +32,27 @@ def tiny(family):
     config_class, _, head, _ = FAMILY_CLASSES[family]
     torch.manual_seed(0)
     return head(config_class(**SIZES[family])).eval()
+
+
+@pytest.mark.parametrize("layers,block", [(5, 2), (4, 3), (1, 2), (6, 1)])
+def test_gatedcnn_takes_every_uer_layer_and_block_count(layers, block):
+    """UER-py's layout: the first layer, then a residual around every block_size layers; a last block
+    that is not full has none. Here: the residuals sit where that rule puts them."""
+    from pretraining.models.gated_cnn import GatedCnnConfig, GatedCnnModel
+
+    torch.manual_seed(0)
+    config = GatedCnnConfig(vocab_size=60, embedding_size=8, hidden_size=12, num_layers=layers, kernel_size=3,
+                            block_size=block, residual_after_first_layer=True, dropout=0.0)
+    model = GatedCnnModel(config).eval()
+    ids = torch.randint(5, 60, (2, 9))
+    with torch.no_grad():
+        x = model.embeddings(ids).transpose(1, 2)
+        x = residual = model.layers[0](x)
+        for i, layer in enumerate(model.layers[1:], start=1):
+            x = layer(x)
+            if i % block == 0:  # the i-th layer after the first closes a block
+                x = residual = x + residual
+        assert torch.allclose(model(ids, output_hidden_states=True).last_hidden_state, x.transpose(1, 2), atol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["gatedcnn", "lstm"])
@@ -169,7 +190,7 @@ model = AutoModelForCausalLM.from_pretrained({path!r}, trust_remote_code=True).e
 prompt = tokenizer("朝早く起きて", add_special_tokens=False, return_tensors="pt")["input_ids"]
 lengths, forward = [], model.forward
 model.forward = lambda input_ids, **kwargs: lengths.append(input_ids.shape[1]) or forward(input_ids, **kwargs)
-out = model.generate(prompt, max_new_tokens=8, do_sample=False)
+out = model.generate(prompt, max_new_tokens=8, min_new_tokens=8, do_sample=False)
 new = out[0, prompt.shape[1]:]
 assert len(new) == 8
 print(json.dumps([prompt.shape[1], lengths, tokenizer.decode(new)]))
@@ -196,8 +217,10 @@ def test_auto_classes_after_importing_the_project(trained):
 def test_bad_preset_values():
     with pytest.raises(UserError, match='"kernel-size" must be at least 1, not 0'):
         parse_preset("gatedcnn-x", dict(PRESETS["gatedcnn-test"], **{"kernel-size": 0}))
-    with pytest.raises(UserError, match='"number-of-layers" 3 must be divisible by it'):
-        parse_preset("gatedcnn-x", dict(PRESETS["gatedcnn-test"], **{"number-of-layers": 3}))
+    with pytest.raises(UserError, match='"block-size" must be at least 1, not 0'):
+        parse_preset("gatedcnn-x", dict(PRESETS["gatedcnn-test"], **{"block-size": 0}))
+    with pytest.raises(UserError, match='"initialization" must be "normal" or "kaiming"'):
+        parse_preset("gatedcnn-x", dict(PRESETS["gatedcnn-test"], **{"initialization": "xavier"}))
     with pytest.raises(UserError, match='"projection-size" must be at least 1'):
         parse_preset("elmo-x", dict(PRESETS["elmo-test"], **{"projection-size": 0}))
     with pytest.raises(UserError, match='"hidden-size" 30 is not divisible by "attention-heads" 4'):
