@@ -37,17 +37,33 @@ def params(tmp_path_factory):
     return str(path)
 
 
-def pretrain(params, tokenizer_dir, model_dir, model_type, *extra, check=True, cwd=None):
+def pretrain_command(params, tokenizer_dir, model_dir, model_type, *extra):
+    """(arguments, environment) of a run_pretraining.py run with its own cache, logs and run name."""
     args = [sys.executable, os.path.join(ROOT, "run_pretraining.py"), "--input_file", SAMPLE_CORPUS,
             "--tokenizer_dir", tokenizer_dir, "--parameter_file", params, "--model_type", model_type,
             "--model_dir", str(model_dir), "--logging_dir", str(model_dir) + "-runs", "--run_name", "test", *extra]
-    env = dict(os.environ, JA_PRETRAINING_CACHE=str(model_dir) + "-cache")
+    return args, dict(os.environ, JA_PRETRAINING_CACHE=str(model_dir) + "-cache")
+
+
+def pretrain(params, tokenizer_dir, model_dir, model_type, *extra, check=True, cwd=None):
+    args, env = pretrain_command(params, tokenizer_dir, model_dir, model_type, *extra)
     result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
         for noise in ("Removed shared tensor", "Traceback", "LOAD REPORT"):  # the output is progress and figures
             assert noise not in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
     return result
+
+
+def kill_once_saved(params, tokenizer_dir, model_dir, model_type, checkpoint, *extra):
+    """Start a run and kill -9 it as soon as ``checkpoint`` exists."""
+    args, env = pretrain_command(params, tokenizer_dir, model_dir, model_type, *extra)
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (model_dir / checkpoint).exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 def logged(model_dir, tag):
@@ -126,16 +142,7 @@ def test_kill_and_continue_equals_uninterrupted_run(params, wordpiece_dir, tmp_p
     for model_type in ("bert-resume", "gpt2-resume"):
         whole, broken = tmp_path / f"{model_type}-whole", tmp_path / f"{model_type}-broken"
         pretrain(params, wordpiece_dir, whole, model_type, "--do_whole_word_mask")
-        env = dict(os.environ, JA_PRETRAINING_CACHE=str(broken) + "-cache")
-        args = [sys.executable, os.path.join(ROOT, "run_pretraining.py"), "--input_file", SAMPLE_CORPUS,
-                "--tokenizer_dir", wordpiece_dir, "--parameter_file", params, "--model_type", model_type,
-                "--model_dir", str(broken), "--logging_dir", str(broken) + "-runs", "--do_whole_word_mask"]
-        process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while not (broken / "checkpoint-4").exists() and time.time() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        kill_once_saved(params, wordpiece_dir, broken, model_type, "checkpoint-4", "--do_whole_word_mask")
         assert not (broken / "checkpoint-10").exists(), "the run ended before it was killed"
         result = pretrain(params, wordpiece_dir, broken, model_type, "--do_whole_word_mask", "--do_continue")
         assert "resumed from" in result.stdout + result.stderr
