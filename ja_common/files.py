@@ -21,8 +21,9 @@ def current_umask():
     return mask
 
 
-def _debris_prefix(target, kind):
-    return f".{os.path.basename(os.path.abspath(target))}.{kind}-{socket.gethostname()}-"
+def _debris_base(target):
+    """Every staging name of ``target`` starts so: ".<name>.<kind>-<host>-<pid>-..."."""
+    return f".{os.path.basename(os.path.abspath(target))}."
 
 
 def remove_dead_debris(target):
@@ -30,8 +31,7 @@ def remove_dead_debris(target):
     parent = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(parent):
         return
-    host = socket.gethostname()
-    base = f".{os.path.basename(os.path.abspath(target))}."
+    host, base = socket.gethostname(), _debris_base(target)
     for entry in os.listdir(parent):
         if not entry.startswith(base):
             continue
@@ -40,12 +40,7 @@ def remove_dead_debris(target):
             continue
         pid = rest[len(host) + 1:].split("-")[0]
         if pid.isdigit() and not process_alive(int(pid)):
-            path = os.path.join(parent, entry)
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.remove(path)
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 
 def make_staging_dir(target, kind="partial"):
@@ -54,7 +49,7 @@ def make_staging_dir(target, kind="partial"):
     parent = os.path.dirname(os.path.abspath(target))
     os.makedirs(parent, exist_ok=True)
     remove_dead_debris(target)
-    path = tempfile.mkdtemp(prefix=f"{_debris_prefix(target, kind)}{os.getpid()}-", dir=parent)
+    path = tempfile.mkdtemp(prefix=f"{_debris_base(target)}{kind}-{socket.gethostname()}-{os.getpid()}-", dir=parent)
     os.chmod(path, 0o777 & ~current_umask())
     return path
 

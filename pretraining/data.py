@@ -198,11 +198,13 @@ def _write_chunk(columns, schema, out_path):
     return batch.num_rows
 
 
-VALIDATION_STREAM = 1 << 30  # added to the chunk index: the held-out examples draw from random streams of their own
+# added to the chunk index: the held-out examples draw from random streams of their own
+SPLIT_STREAM = {"train": 0, "validation": 1 << 30}
 
 
-def validation_path(path):
-    return path[: -len(".arrow")] + ".validation.arrow"
+def split_path(path, split):
+    """A chunk's Arrow file for ``split``: chunk-000001.arrow, chunk-000001.validation.arrow."""
+    return path if split == "train" else path[: -len(".arrow")] + f".{split}.arrow"
 
 
 def held_out(spec, chunk_index, documents):
@@ -219,17 +221,14 @@ def build_chunk(task):
     encoder = _encoder(tokenizer_dir)
     documents = list(read_documents(segment, encoding_errors))
     held = held_out(spec, index, documents)
-    splits = {"train": ([d for d, h in zip(documents, held) if not h], index, out_path)}
-    if spec.validation_percent:
-        splits["validation"] = ([d for d, h in zip(documents, held) if h], index + VALIDATION_STREAM,
-                                validation_path(out_path))
+    splits = {"train": ~held, "validation": held} if spec.validation_percent else {"train": ~held}
     results = {}
-    for split, (split_documents, stream, path) in splits.items():
-        text = tokenize_chunk(encoder, split_documents)
-        columns, leftover, kept = build_columns(text, spec, encoder, stream)
+    for split, chosen in splits.items():
+        text = tokenize_chunk(encoder, [d for d, c in zip(documents, chosen) if c])
+        columns, leftover, kept = build_columns(text, spec, encoder, index + SPLIT_STREAM[split])
         sentences_per_document = np.diff(text.document_starts)
-        counts = {"examples": _write_chunk(columns, SCHEMAS[spec.kind], path), "tokens": len(text.ids),
-                  "tokens_in_examples": kept, "documents": len(sentences_per_document),
+        counts = {"examples": _write_chunk(columns, SCHEMAS[spec.kind], split_path(out_path, split)),
+                  "tokens": len(text.ids), "tokens_in_examples": kept, "documents": len(sentences_per_document),
                   "one_sentence_documents": int((sentences_per_document == 1).sum())}
         results[split] = (counts, leftover)
     return index, segment.end - segment.start, results
@@ -376,15 +375,13 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
                       desc=f"Building {spec.kind} examples", disable=not show_progress) as bar:
                 for index, size, by_split in results:
                     for split, (counts, leftover) in by_split.items():
-                        path = tasks[index][4]
-                        splits[split].add(path if split == "train" else validation_path(path), counts, leftover)
+                        splits[split].add(split_path(tasks[index][4], split), counts, leftover)
                     bar.update(size)
         finally:
             if pool is not None:
                 pool.terminate()
                 pool.join()
-        records = {split: splits[split].finish(spec, encoder, len(chunks) + (VALIDATION_STREAM if split != "train"
-                                                                              else 0),
+        records = {split: splits[split].finish(spec, encoder, len(chunks) + SPLIT_STREAM[split],
                                                 os.path.join(staging, f"leftovers-{split}.arrow"))
                    for split in splits}
         if records["train"]["examples"] == 0:

@@ -16,6 +16,7 @@ import os
 import torch
 
 from .data import ExampleSpec, load_examples
+from .objectives import objective_means, total_loss
 
 EVAL_SEED_OFFSET = 1_000_003  # the held-out masks' seed: the run's seed plus this
 RESULTS_FILE = "eval_results.json"
@@ -23,12 +24,12 @@ LM_OBJECTIVES = ("lm", "span", "forward", "backward")  # their perplexity is rep
 
 
 def evaluate(accelerator, model, dataset, collator, batch_size, seed):
-    """{'loss': ..., 'loss/mlm': ..., 'perplexity': ..., 'acc/mlm': ..., 'examples': n} over the whole split."""
+    """{'examples': n, 'loss/mlm': ..., 'acc/mlm': ..., 'perplexity/lm': ...} over the whole split."""
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(dataset), world))
     # every rank runs the same number of batches (DDP and FSDP forwards are collective); a rank whose
     # share has run out repeats its first batch with weight zero
-    batches = max(1, -(-((len(dataset) + world - 1) // world) // batch_size))
+    batches = max(1, math.ceil(math.ceil(len(dataset) / world) / batch_size))
     was_training = model.training
     model.eval()
     sums = None
@@ -53,19 +54,12 @@ def evaluate(accelerator, model, dataset, collator, batch_size, seed):
 
 
 def figures(names, totals, examples):
-    """Means from the (sum, count) totals, the weighted loss and the perplexities."""
-    results = {"examples": examples}
-    for k, name in enumerate(names):
-        mean = totals[2 * k] / max(totals[2 * k + 1], 1)
-        results[name if name.startswith("acc/") else f"loss/{name}"] = mean
+    """The objectives' means from the (sum, count) totals, with the perplexities of the language models."""
+    results = {"examples": examples, **objective_means(names, totals)}
+    for name in names:
         if name in LM_OBJECTIVES:
-            results[f"perplexity/{name}"] = math.exp(min(mean, 700))
+            results[f"perplexity/{name}"] = math.exp(min(results[f"loss/{name}"], 700))
     return results
-
-
-def total_loss(results, weights):
-    """The training objective's value: the weighted sum of the objectives' mean losses."""
-    return sum(weights.get(key[5:], 1.0) * value for key, value in results.items() if key.startswith("loss/"))
 
 
 def write_results(directory, results):

@@ -133,23 +133,16 @@ def covered_tokens(text, pairs):
     return int(covered.sum())
 
 
-def sentence_pairs(text, seq_length, cls_id, sep_id, rng, order_prediction=False, short_seq_prob=0.1):
-    """BERT next-sentence pairs (Google's create_instances_from_document) or ALBERT order pairs.
-
-    Columns input_ids, word_ids, token_type_ids and next_sentence_label (1 = B is a random
-    sentence) or sentence_order_label (1 = A and B swapped). ``rng`` is a ``random.Random``.
-    """
-    pairs = pair_ranges(text, seq_length, rng, order_prediction, short_seq_prob)
-    return pair_columns(text, pairs, cls_id, sep_id, order_prediction)
-
-
 def pair_columns(text, pairs, cls_id, sep_id, order_prediction):
+    """Columns input_ids, word_ids, token_type_ids and next_sentence_label (1 = B is a random
+    sentence) or sentence_order_label (1 = A and B swapped) of the pairs from pair_ranges."""
     label_name = "sentence_order_label" if order_prediction else "next_sentence_label"
     return {**_pair_columns(text, pairs[:, :4], cls_id, sep_id), label_name: pairs[:, 4].astype(np.int8)}
 
 
 def pair_ranges(text, seq_length, rng, order_prediction=False, short_seq_prob=0.1):
-    """The pairs as rows of (a_start, a_length, b_start, b_length, label); see sentence_pairs."""
+    """BERT next-sentence pairs (Google's create_instances_from_document) or ALBERT order pairs, as
+    rows of (a_start, a_length, b_start, b_length, label). ``rng`` is a ``random.Random``."""
     max_tokens = seq_length - 3
     starts = text.sentence_starts.tolist()
     documents = text.document_starts.tolist()

@@ -97,6 +97,18 @@ def masked_rows(hidden, batch):
     return hidden.reshape(-1, hidden.size(-1)).index_select(0, batch["mlm_positions"])
 
 
+def objective_means(names, totals):
+    """{"loss/<name>" or "acc/<name>": mean} from the (sum, count) totals laid out as the training step
+    returns them: sum and count of ``names[0]``, then of ``names[1]``, ..."""
+    return {(name if name.startswith("acc/") else f"loss/{name}"): totals[2 * k] / max(totals[2 * k + 1], 1)
+            for k, name in enumerate(names)}
+
+
+def total_loss(means, weights):
+    """The training objective's value: the weighted sum of the objectives' mean losses."""
+    return sum(weights.get(key[5:], 1.0) * value for key, value in means.items() if key.startswith("loss/"))
+
+
 def install(model, training_forward):
     """Give this model instance a forward that takes a batch and returns {name: (sum, count)}."""
     model.forward = MethodType(training_forward, model)

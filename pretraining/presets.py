@@ -53,8 +53,8 @@ KEYS = {
     # non-transformer families
     "kernel-size": ("kernel_size", int, None),
     "block-size": ("block_size", int, None),
-    "weight-norm": ("weight_norm", bool, None),
-    "initialization": ("initialization", str, None),
+    "weight-norm": ("weight_norm", bool, False),
+    "initialization": ("initialization", str, "normal"),
     "tie-weights": ("tie_weights", bool, None),
     "projection-size": ("projection_size", int, None),
     # data
@@ -107,8 +107,9 @@ class Preset:
     kernel_size: int = None
     block_size: int = None
     tie_weights: bool = None
-    weight_norm: bool = None
-    initialization: str = None
+    # GatedCNN: not yet measured against these defaults on held-out text (benchmarks/bench_custom_lm.py)
+    weight_norm: bool = False
+    initialization: str = "normal"
     projection_size: int = None
     short_seq_prob: float = 0.1
     raw: dict = field(default_factory=dict, repr=False)
@@ -226,7 +227,7 @@ def _check_ranges(p):
             raise UserError(f"{where}: \"kernel-size\" must be at least 1, not {p.kernel_size}")
         if p.block_size is not None and p.block_size < 1:
             raise UserError(f"{where}: \"block-size\" must be at least 1, not {p.block_size}")
-        if p.initialization not in (None, "normal", "kaiming"):
+        if p.initialization not in ("normal", "kaiming"):
             raise UserError(f"{where}: \"initialization\" must be \"normal\" or \"kaiming\", not {p.initialization!r}")
     for key, value in (("embedding-size", p.embedding_size), ("projection-size", p.projection_size)):
         if value is not None and value < 1:

@@ -152,8 +152,8 @@ def _recurrent_config(family):
                      eos_token_id=vocab.sep_id)
         if family == "gatedcnn":
             sizes.update(kernel_size=preset.kernel_size or 4, block_size=preset.block_size or 1,
-                         residual_after_first_layer=True, weight_norm=GATEDCNN_WEIGHT_NORM if preset.weight_norm is None
-                         else preset.weight_norm, initialization=preset.initialization or GATEDCNN_INITIALIZATION)
+                         residual_after_first_layer=True, weight_norm=preset.weight_norm,
+                         initialization=preset.initialization)
         elif family == "lstm":
             sizes.update(tie_word_embeddings=bool(preset.tie_weights))
         else:
@@ -163,10 +163,6 @@ def _recurrent_config(family):
         return config
 
     return build
-
-
-# not yet measured against the defaults on held-out text (benchmarks/bench_custom_lm.py): off until they are
-GATEDCNN_WEIGHT_NORM, GATEDCNN_INITIALIZATION = False, "normal"
 
 
 def _head(family):

@@ -18,9 +18,10 @@ from . import objectives
 from .data import ExampleSpec, load_examples, sentinel_ids, tokenizer_fingerprint
 from .distributed import rank_batch_size, set_cpu_threads
 from .evaluate import RESULTS_FILE, Evaluator, write_results
-from .model_card import write_model_card
 from .flops import FlopCounter, device_peak_tflops
 from .inputs import prepare
+from .model_card import write_model_card
+from .objectives import objective_means, total_loss
 from .registry import ATTENTION_FAMILIES, family_of, vocabulary_for
 from .sampler import GlobalBatchSampler, IndexedExamples
 
@@ -444,10 +445,9 @@ def log_figures(accelerator, bar, window, names, weights, step, scheduler, grad_
     """Means over the window to TensorBoard and the progress bar, with the speed figures a GPU user reads."""
     sums = window.sums.tolist()
     seconds = max(time.time() - window.started, 1e-9)
-    means = {n: sums[2 * k] / max(sums[2 * k + 1], 1) for k, n in enumerate(names)}
     real_tokens, all_tokens = sums[-2], sums[-1]
-    values = {(n if n.startswith("acc/") else f"loss/{n}"): v for n, v in means.items()}
-    values["loss"] = sum(weights.get(n, 1.0) * v for n, v in means.items() if not n.startswith("acc/"))
+    values = objective_means(names, sums)
+    values["loss"] = total_loss(values, weights)
     values.update({
         "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), "examples_seen": examples_seen,
         "tokens_per_second": real_tokens / seconds,  # padding not counted

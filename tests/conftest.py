@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +32,13 @@ def run_python(code, cwd, block_project=False, check=True):
     if check and result.returncode != 0:
         raise AssertionError(f"subprocess failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def write_presets(tmp_path_factory, presets):
+    """A parameter.json holding ``presets``, in a folder of its own; returns its path."""
+    path = tmp_path_factory.mktemp("params") / "parameter.json"
+    path.write_text(json.dumps(presets))
+    return str(path)
 
 
 def run_script(script, args, cwd=None):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLE_CORPUS
+from conftest import SAMPLE_CORPUS, write_presets
 from test_pretraining import TINY, kill_once_saved, logged, pretrain, weights
 
 PRESETS = {
@@ -19,9 +19,7 @@ HELD_OUT = ("--validation_split_percentage", "25")
 
 @pytest.fixture(scope="module")
 def params(tmp_path_factory):
-    path = tmp_path_factory.mktemp("eval-params") / "parameter.json"
-    path.write_text(json.dumps(PRESETS))
-    return str(path)
+    return write_presets(tmp_path_factory, PRESETS)
 
 
 @pytest.fixture(scope="module")

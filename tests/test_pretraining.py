@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SAMPLE_CORPUS, run_python
+from conftest import ROOT, SAMPLE_CORPUS, run_python, write_presets
 from pretraining.collators import MaskedLMCollator, mask_tokens
 from pretraining.presets import load_preset, parse_preset
 from tokenizer.errors import UserError
@@ -32,9 +32,7 @@ PRESETS = {
 
 @pytest.fixture(scope="module")
 def params(tmp_path_factory):
-    path = tmp_path_factory.mktemp("params") / "parameter.json"
-    path.write_text(json.dumps(PRESETS))
-    return str(path)
+    return write_presets(tmp_path_factory, PRESETS)
 
 
 def pretrain_command(params, tokenizer_dir, model_dir, model_type, *extra):

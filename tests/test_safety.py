@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import pretraining.checkpoints as ckpt
-from conftest import ROOT, SAMPLE_CORPUS, sample_lines
+from conftest import ROOT, SAMPLE_CORPUS, sample_lines, write_presets
 from ja_common.files import current_umask
 from ja_common.locks import exclusive, lock_path
 from pretraining.presets import parse_preset
@@ -34,9 +34,7 @@ PRESETS = {
 
 @pytest.fixture(scope="module")
 def params(tmp_path_factory):
-    path = tmp_path_factory.mktemp("safety") / "parameter.json"
-    path.write_text(json.dumps(PRESETS))
-    return str(path)
+    return write_presets(tmp_path_factory, PRESETS)
 
 
 @pytest.fixture(scope="module")
