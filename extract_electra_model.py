@@ -6,7 +6,7 @@
 
 import argparse
 
-from tokenizer.errors import exit_on_user_error
+from ja_common.errors import exit_on_user_error
 
 
 def parse_args(argv=None):

@@ -10,14 +10,21 @@ import time
 
 PROCESS_START = time.time()  # for the resume time reported in the log
 
+from ja_common.corpus import ENCODING_ERRORS
+from ja_common.errors import exit_on_user_error
+from pretraining.options import RunOptions
 from pretraining.presets import ATTENTION_IMPLEMENTATIONS
-from tokenizer.errors import exit_on_user_error
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--input_file", nargs="+", help="corpus files, directories or glob patterns")
+    data.add_argument("--input_file", nargs="+",
+                      help="corpus files, directories or glob patterns: text (.txt, or .gz/.bz2/.xz), .jsonl (or "
+                           "compressed), .parquet, or a folder from datasets' save_to_disk; PATH:WEIGHT mixes corpora, "
+                           "each taking WEIGHT/sum of the examples")
+    data.add_argument("--text_column", default=RunOptions.text_column,
+                      help="the documents' field in .jsonl, .parquet and datasets inputs (default: text)")
     data.add_argument("--dataset_dir", help="prepared examples (written by --prepare_only, or where to write them)")
     data.add_argument("--tokenizer_dir", help="a tokenizer from train_tokenizer.py")
     data.add_argument("--overwrite_cache", action="store_true", help="rebuild the examples even if a cache matches")
@@ -25,7 +32,7 @@ def parse_args(argv=None):
                       help="never rebuild the examples: fail if the cache is missing or does not match")
     data.add_argument("--prepare_only", action="store_true", help="build the examples and exit")
     data.add_argument("--num_proc", type=int, help="processes that build examples (default: all cores)")
-    data.add_argument("--encoding_errors", choices=("strict", "replace", "skip"), default="strict")
+    data.add_argument("--encoding_errors", choices=ENCODING_ERRORS, default=RunOptions.encoding_errors)
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--validation_split_percentage", type=float,
                             help="hold out this percentage of the documents for evaluation (default: none)")
@@ -36,7 +43,7 @@ def parse_args(argv=None):
                             help="no training: score the model in --model_dir (final or a checkpoint) on the held-out "
                                  "examples and write eval_results.json there")
     model = parser.add_argument_group("model")
-    model.add_argument("--parameter_file", default="parameter.json")
+    model.add_argument("--parameter_file", default=RunOptions.parameter_file)
     model.add_argument("--model_type", required=True, help="a preset in --parameter_file, e.g. bert-base")
     model.add_argument("--model_dir", help="checkpoints and the final model go here")
     train = parser.add_argument_group("training")
@@ -44,8 +51,8 @@ def parse_args(argv=None):
     train.add_argument("--do_continue", action="store_true", help="resume from the newest complete checkpoint")
     train.add_argument("--overwrite_output_dir", action="store_true", help="start afresh in a model_dir with checkpoints")
     train.add_argument("--run_name", help="TensorBoard run name under --logging_dir (default: model_type and time)")
-    train.add_argument("--logging_dir", default="runs", help="TensorBoard folder (default: runs/)")
-    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--logging_dir", default=RunOptions.logging_dir, help="TensorBoard folder (default: runs/)")
+    train.add_argument("--seed", type=int, default=RunOptions.seed)
     train.add_argument("--node_rank", type=int, help="this node's rank (default: from the launcher)")
     train.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # torch.distributed.launch passes it
     speed = parser.add_argument_group("speed (override the preset's keys of the same names)")
@@ -71,22 +78,21 @@ def main(argv=None):
     from pretraining.inputs import prepare
     from pretraining.presets import load_preset
 
-    args = parse_args(argv)
-    args.process_start = PROCESS_START
-    preset = load_preset(args.parameter_file, args.model_type)
-    if args.prepare_only:
-        dataset_dir, validation_dir = prepare(args, preset)
+    options = RunOptions(**vars(parse_args(argv)), process_start=PROCESS_START)
+    preset = load_preset(options.parameter_file, options.model_type)
+    if options.prepare_only:
+        dataset_dir, validation_dir = prepare(options, preset)
         print(f"examples ready in {dataset_dir}" + (f", held-out examples in {validation_dir}"
                                                      if validation_dir not in (None, dataset_dir) else ""))
         return
-    if args.do_eval:
+    if options.do_eval:
         from pretraining.train import run_evaluation
 
-        run_evaluation(args, preset)
+        run_evaluation(options, preset)
         return
     from pretraining.train import run_training
 
-    run_training(args, preset)
+    run_training(options, preset)
 
 
 if __name__ == "__main__":

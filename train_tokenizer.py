@@ -5,8 +5,8 @@
 
 import argparse
 
-from tokenizer.corpus import ENCODING_ERRORS
-from tokenizer.errors import exit_on_user_error
+from ja_common.corpus import DEFAULT_TEXT_COLUMN, ENCODING_ERRORS
+from ja_common.errors import exit_on_user_error
 from tokenizer.mecab import DICTIONARIES
 from tokenizer.train import TOKENIZER_TYPES, TokenizerSettings, train_tokenizer
 
@@ -14,7 +14,11 @@ from tokenizer.train import TOKENIZER_TYPES, TokenizerSettings, train_tokenizer
 def parse_args(argv=None):
     defaults = TokenizerSettings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input_file", nargs="+", required=True, help="corpus files, directories or glob patterns")
+    parser.add_argument("--input_file", nargs="+", required=True,
+                        help="corpus files, directories or glob patterns: text (.txt, or .gz/.bz2/.xz), .jsonl "
+                             "(or compressed), .parquet, or a folder from datasets' save_to_disk")
+    parser.add_argument("--text_column", default=DEFAULT_TEXT_COLUMN,
+                        help="the documents' field in .jsonl, .parquet and datasets inputs (default: text)")
     parser.add_argument("--model_dir", required=True, help="where the tokenizer is saved")
     parser.add_argument("--intermediate_dir", help="keep the MeCab-split word files here (default: a temporary folder)")
     parser.add_argument("--num_files", type=int, default=1, help="parallel MeCab processes (shards of the corpus)")
@@ -57,6 +61,7 @@ def main(argv=None):
         overwrite=args.overwrite,
         encoding_errors=args.encoding_errors,
         show_progress=not args.quiet,
+        text_column=args.text_column,
     )
     print(f"tokenizer saved to {model_dir}")
 

@@ -1,6 +1,7 @@
 """Quality of the non-transformer families: GatedCNN, LSTM and ELMo at about 3M parameters.
 
     python benchmarks/bench_custom_lm.py [--steps 300] [--families gatedcnn,lstm,elmo]
+        [--set KEY=JSON ...] [--tag NAME] [--seed N] [--work DIR]
 
 The same tokenizer (WordPiece, 8000 entries) and packed blocks of the Aozora corpus with 5% of
 its documents held out; the same steps, batch and learning rate for every family. Prints the
@@ -51,7 +52,13 @@ def main():
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--families", default="gatedcnn,lstm,elmo")
     parser.add_argument("--work", help="keep the tokenizer, examples and runs here (default: a temporary folder)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
+                        help="preset keys changed for every family run, e.g. weight-norm=true initialization='\"kaiming\"'")
+    parser.add_argument("--tag", default="", help="appended to each run's name (to keep variants apart)")
+    parser.add_argument("--seed", type=int, default=42, help="the runs' seed (initialisation, data order, held-out "
+                        "documents): repeat a comparison with another to see the noise")
     args = parser.parse_args()
+    changes = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or temporary
         os.makedirs(work, exist_ok=True)
@@ -62,21 +69,23 @@ def main():
                            "--model_dir", tokenizer_dir, "--vocab_size", "8000", "--num_files", "2", "--quiet",
                            "--limit_alphabet", "3000"])
         params = os.path.join(work, "parameter.json")
-        presets = {f"{family}-bench": dict(COMMON, **PRESETS[family], **{"train-steps": args.steps,
-                                                                         "save-steps": args.steps})
+        presets = {f"{family}-bench": {**COMMON, **PRESETS[family], "train-steps": args.steps,
+                                       "save-steps": args.steps, **changes}
                    for family in PRESETS}
         json.dump(presets, open(params, "w"))
         examples = os.path.join(work, "examples")
         characters = None
         print(f"Aozora, WordPiece 8000, packed blocks of 128, 5% of the documents held out, {args.steps} steps of "
-              f"16 blocks, learning rate {COMMON['learning-rate']}")
+              f"16 blocks, learning rate {COMMON['learning-rate']}{', ' if changes else ''}"
+              f"{', '.join(f'{k} {v}' for k, v in changes.items())}")
         for family in args.families.split(","):
-            model_dir = os.path.join(work, family)
+            run = family + args.tag
+            model_dir = os.path.join(work, run)
             seconds, _, result = timed_command([
                 sys.executable, os.path.join(ROOT, "run_pretraining.py"), "--input_file", corpus, "--tokenizer_dir",
                 tokenizer_dir, "--parameter_file", params, "--model_type", f"{family}-bench", "--model_dir",
                 model_dir, "--dataset_dir", examples, "--logging_dir", os.path.join(work, "runs"), "--run_name",
-                family, "--validation_split_percentage", "5", "--overwrite_output_dir"])
+                run, "--validation_split_percentage", "5", "--overwrite_output_dir", "--seed", str(args.seed)])
             if result.returncode:
                 sys.exit(result.stderr[-3000:])
             if characters is None:
@@ -89,10 +98,10 @@ def main():
                 parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
             from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-            events = EventAccumulator(os.path.join(work, "runs", family))
+            events = EventAccumulator(os.path.join(work, "runs", run))
             events.Reload()
             speeds = [e.value for e in events.Scalars("tokens_per_second")][1:]
-            print(f"{family:9s} {parameters / 1e6:.2f}M parameters: held-out loss {loss:.4f}/token, "
+            print(f"{run:9s} {parameters / 1e6:.2f}M parameters: held-out loss {loss:.4f}/token, "
                   f"{loss * predicted / characters:.4f}/character (perplexity {math.exp(loss):.1f}); "
                   f"{sum(speeds) / len(speeds):,.0f} tokens/s; {seconds:.0f} s in all", flush=True)
 

@@ -11,12 +11,11 @@ import re
 import shutil
 
 from ja_common.files import replace_directory, staging_directory
-from pretraining.checkpoints import ACCELERATE_DIR, STATE_FILE
+from pretraining.checkpoints import ACCELERATE_DIR, PRESET_FILE, STATE_FILE
 from pretraining.presets import load_preset
-from pretraining.train import PRESET_FILE
-from tokenizer.errors import UserError
+from ja_common.errors import UserError
 
-from .model import DISCRIMINATOR_DIR, GENERATOR_DIR
+from pretraining.electra import DISCRIMINATOR_DIR, GENERATOR_DIR
 
 MODEL_FILES = ("config.json", "model.safetensors")
 

@@ -1,8 +1,9 @@
 """Directories written safely: built under a temporary name beside the target, then renamed.
 
-Every writer of the project (tokenizer, examples cache, ELECTRA extraction) builds in a
-staging directory next to its target and renames it into place when complete, so a kill at
-any moment leaves the old directory or the new one, never half of one. Staging names carry
+Every writer of the project (tokenizer, examples cache, ELECTRA extraction, and checkpoints,
+whose staging name all ranks must know) builds in a staging directory next to its target and
+renames it into place when complete, so a kill at any moment leaves the old directory or the
+new one, never half of one; directories are removed the same way, renamed away first. Staging names carry
 the host and the process id; the next run on that host removes those of dead processes.
 """
 
@@ -26,17 +27,19 @@ def _debris_base(target):
     return f".{os.path.basename(os.path.abspath(target))}."
 
 
-def remove_dead_debris(target):
-    """Remove the staging directories of ``target`` that killed processes on this host left."""
-    parent = os.path.dirname(os.path.abspath(target))
+def remove_dead_debris(target=None, folder=None):
+    """Remove the staging directories that killed processes on this host left: those of ``target``,
+    or of anything in ``folder``."""
+    parent = folder or os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(parent):
         return
-    host, base = socket.gethostname(), _debris_base(target)
+    host, base = socket.gethostname(), _debris_base(target) if target else "."
     for entry in os.listdir(parent):
         if not entry.startswith(base):
             continue
-        _, _, rest = entry[len(base):].partition("-")  # "<kind>-<host>-<pid>-..."
-        if not rest.startswith(host + "-"):
+        name_end = len(base) if target else entry.find(".", 1) + 1  # "<kind>-<host>-<pid>-..." follows
+        _, _, rest = entry[name_end:].partition("-")
+        if not name_end or not rest.startswith(host + "-"):
             continue
         pid = rest[len(host) + 1:].split("-")[0]
         if pid.isdigit() and not process_alive(int(pid)):
@@ -64,12 +67,21 @@ def staging_directory(target, kind="partial"):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _set_aside(path):
+    """Rename ``path`` into a staging directory of its own (to be deleted); returns that directory."""
+    aside = make_staging_dir(path, "old")
+    os.rename(path, os.path.join(aside, "removed"))
+    return aside
+
+
+def remove_directory(path):
+    """Rename first, then delete: a half-deleted directory never keeps its name."""
+    shutil.rmtree(_set_aside(path), ignore_errors=True)
+
+
 def replace_directory(built, target):
     """Rename ``built`` to ``target``; an older ``target`` is first renamed away, then deleted."""
-    if os.path.exists(target):
-        old = make_staging_dir(target, "old")
-        os.rename(target, os.path.join(old, "replaced"))
-        os.rename(built, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(built, target)
+    aside = _set_aside(target) if os.path.exists(target) else None
+    os.rename(built, target)
+    if aside:
+        shutil.rmtree(aside, ignore_errors=True)

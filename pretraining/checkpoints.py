@@ -15,9 +15,11 @@ import os
 import re
 import shutil
 
-from tokenizer.errors import UserError
+from ja_common.errors import UserError
+from ja_common.files import remove_dead_debris, remove_directory
 
 STATE_FILE = "trainer_state.json"
+PRESET_FILE = "pretraining_preset.json"  # in checkpoints and the final model: how it was trained
 MANIFEST_FILE = "checkpoint_manifest.json"
 ACCELERATE_DIR = "accelerate_state"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -44,13 +46,6 @@ def newest_checkpoint(model_dir):
 def read_state(checkpoint):
     with open(os.path.join(checkpoint, STATE_FILE), encoding="utf-8") as f:
         return json.load(f)
-
-
-def remove_directory(path):
-    """Rename first, then delete: a half-deleted directory never keeps a checkpoint's name."""
-    doomed = os.path.join(os.path.dirname(path), f".deleting-{os.path.basename(path)}-{os.getpid()}")
-    os.rename(path, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _sha256(path):
@@ -166,9 +161,11 @@ def _write_error(error, final, model_dir):
 
 
 def clean_debris(model_dir):
-    """Remove temporary and half-deleted directories a killed run left behind."""
+    """Remove the temporary and half-deleted directories a killed run left behind."""
     if not os.path.isdir(model_dir):
         return
+    remove_dead_debris(folder=model_dir)
     for name in os.listdir(model_dir):
+        # .deleting-*: what versions before ja_common.files.remove_directory left
         if (name.startswith(".checkpoint-") and name.endswith(".tmp")) or name.startswith(".deleting-"):
             shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)

@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from tokenizer.errors import UserError
+from ja_common.errors import UserError
 
 
 def node_rank(override=None):

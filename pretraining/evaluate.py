@@ -15,7 +15,8 @@ import os
 
 import torch
 
-from .data import ExampleSpec, load_examples
+from .build import ExampleSpec
+from .data import load_examples
 from .objectives import objective_means, total_loss
 
 EVAL_SEED_OFFSET = 1_000_003  # the held-out masks' seed: the run's seed plus this
@@ -71,14 +72,14 @@ def write_results(directory, results):
 class Evaluator:
     """The held-out examples of a run and what their evaluations gave."""
 
-    def __init__(self, validation_dir, validation_percent, family, preset, vocab, args, batch_size, best=None):
+    def __init__(self, validation_dir, validation_percent, family, preset, vocab, options, batch_size, best=None):
         split = "validation" if validation_percent else "train"  # a --validation_file folder is all held out
-        self.dataset, _ = load_examples(validation_dir, ExampleSpec.from_preset(preset, args.seed, validation_percent),
-                                        split=split)
-        self.seed = args.seed + EVAL_SEED_OFFSET
-        self.collator = family.make_collator(preset, vocab, self.seed, args.do_whole_word_mask)
+        spec = ExampleSpec.from_preset(preset, options.seed, validation_percent)
+        self.dataset, _ = load_examples(validation_dir, spec, split=split)
+        self.seed = options.seed + EVAL_SEED_OFFSET
+        self.collator = family.make_collator(preset, vocab, self.seed, options.do_whole_word_mask)
         self.batch_size, self.weights = batch_size, family.loss_weights(preset)
-        self.every = args.eval_steps or preset.eval_steps or preset.save_steps
+        self.every = options.eval_steps or preset.eval_steps or preset.save_steps
         self.last, self.best = None, best
 
     def run(self, accelerator, model, step):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenizer.encoder import ranges_index
+from ja_common.arrays import ranges_index
 
 NO_WORD = -1
 

@@ -1,61 +1,81 @@
-"""The examples a run needs, from the command's data flags: built, reused or opened.
+"""The examples a run needs, from its data options (pretraining/options.py): built, reused or opened."""
 
-``args`` is run_pretraining.py's parsed command line (its data, evaluation and upstream flags).
-"""
+import hashlib
+import json
+import os
 
 from tokenizer.encoder import SubwordEncoder
-from tokenizer.errors import UserError
+from ja_common.errors import UserError
 
-from .data import ExampleSpec, load_examples, prepare_examples
+from .build import ExampleSpec
+from .data import INFO_FILE, default_cache_root, load_examples, prepare_examples
+from .mixing import sources, write_mixture
 
 
-def check_tokenizer_flags(args, encoder):
+def check_tokenizer_flags(options, encoder):
     """--tokenizer_type / --mecab_dic_type are read from the tokenizer; as flags they must agree."""
-    if args.tokenizer_type and args.tokenizer_type != encoder.tokenizer_type:
-        raise UserError(f"--tokenizer_type {args.tokenizer_type} disagrees with {args.tokenizer_dir} "
+    if options.tokenizer_type and options.tokenizer_type != encoder.tokenizer_type:
+        raise UserError(f"--tokenizer_type {options.tokenizer_type} disagrees with {options.tokenizer_dir} "
                         f"({encoder.tokenizer_type}); drop the flag, it is read from the tokenizer")
     dic = encoder.mecab_kwargs.get("mecab_dic")
-    if args.mecab_dic_type and args.mecab_dic_type != dic:
-        raise UserError(f"--mecab_dic_type {args.mecab_dic_type} disagrees with {args.tokenizer_dir} ({dic}); "
+    if options.mecab_dic_type and options.mecab_dic_type != dic:
+        raise UserError(f"--mecab_dic_type {options.mecab_dic_type} disagrees with {options.tokenizer_dir} ({dic}); "
                         "drop the flag, it is read from the tokenizer")
 
 
-def check_evaluation_flags(args):
-    percent = args.validation_split_percentage
+def check_evaluation_flags(options):
+    percent = options.validation_split_percentage
     if percent is not None and not 0 < percent < 100:
         raise UserError(f"--validation_split_percentage must be between 0 and 100, not {percent:g}")
-    if percent and args.validation_file:
+    if percent and options.validation_file:
         raise UserError("--validation_split_percentage and --validation_file: give one")
-    if args.eval_steps is not None and args.eval_steps < 1:
+    if options.eval_steps is not None and options.eval_steps < 1:
         raise UserError("--eval_steps must be at least 1")
 
 
-def prepare(args, preset, show_progress=True):
+def prepare(options, preset, show_progress=True):
     """Build or reuse the examples; returns (the examples folder, the held-out folder or None)."""
-    check_evaluation_flags(args)
-    train_dir = prepare_split(args, preset, args.input_file, args.dataset_dir, args.validation_split_percentage,
-                              show_progress)
-    if args.validation_split_percentage:
+    check_evaluation_flags(options)
+    train_dir = prepare_split(options, preset, options.input_file, options.dataset_dir,
+                              options.validation_split_percentage, show_progress)
+    if options.validation_split_percentage:
         return train_dir, train_dir
-    if args.validation_file:
-        validation_dir = args.dataset_dir and args.dataset_dir.rstrip("/") + "-validation"
-        return train_dir, prepare_split(args, preset, args.validation_file, validation_dir, None, show_progress)
+    if options.validation_file:
+        validation_dir = options.dataset_dir and options.dataset_dir.rstrip("/") + "-validation"
+        return train_dir, prepare_split(options, preset, options.validation_file, validation_dir, None, show_progress)
     return train_dir, None
 
 
-def prepare_split(args, preset, input_file, dataset_dir, validation_percent, show_progress):
-    spec = ExampleSpec.from_preset(preset, args.seed, validation_percent)
+def prepare_split(options, preset, input_file, dataset_dir, validation_percent, show_progress):
+    spec = ExampleSpec.from_preset(preset, options.seed, validation_percent)
     if not input_file:
         if not dataset_dir:
             raise UserError("give --input_file (a corpus) or --dataset_dir (prepared examples)")
         load_examples(dataset_dir, spec)
         return dataset_dir
-    if not args.tokenizer_dir:
+    if not options.tokenizer_dir:
         raise UserError("--tokenizer_dir is needed to build examples from --input_file")
-    encoder = SubwordEncoder(args.tokenizer_dir)
-    check_tokenizer_flags(args, encoder)
-    return prepare_examples(
-        input_file, args.tokenizer_dir, spec, dataset_dir=dataset_dir, num_proc=args.num_proc,
-        overwrite_cache=args.overwrite_cache, disable_overwrite_cache=args.disable_overwrite_cache,
-        encoding_errors=args.encoding_errors, show_progress=show_progress, encoder=encoder,
-    )
+    encoder = SubwordEncoder(options.tokenizer_dir)
+    check_tokenizer_flags(options, encoder)
+
+    def build(inputs, folder):
+        return prepare_examples(
+            inputs, options.tokenizer_dir, spec, dataset_dir=folder, num_proc=options.num_proc,
+            overwrite_cache=options.overwrite_cache, disable_overwrite_cache=options.disable_overwrite_cache,
+            encoding_errors=options.encoding_errors, show_progress=show_progress, encoder=encoder,
+            text_column=options.text_column,
+        )
+
+    mix = sources(input_file)
+    if len(mix) == 1 and mix[0][1] is None:
+        return build(mix[0][0], dataset_dir)
+    if dataset_dir and os.path.isfile(os.path.join(dataset_dir, INFO_FILE)):
+        raise UserError(f"--dataset_dir {dataset_dir} holds the examples of a single corpus: give a mix of weighted "
+                        "inputs another folder")
+    parts = [(build(inputs, dataset_dir and os.path.join(dataset_dir, f"source-{k}")), weight, inputs)
+             for k, (inputs, weight) in enumerate(mix)]
+    if not dataset_dir:
+        key = hashlib.sha256(json.dumps([[folder, weight] for folder, weight, _ in parts]).encode()).hexdigest()
+        dataset_dir = os.path.join(default_cache_root(), f"mix-{key[:24]}")
+    write_mixture(dataset_dir, parts)
+    return dataset_dir

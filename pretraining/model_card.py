@@ -4,13 +4,11 @@ import json
 import os
 
 
-def write_model_card(model_dir, preset, info, state, evaluator, args):
+def write_model_card(model_dir, family, preset, info, state, evaluator, options):
     """README.md in the Hugging Face model-card format, through huggingface_hub's ModelCard."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    pipeline = {"bert": "fill-mask", "albert": "fill-mask", "gpt2": "text-generation", "t5": "text2text-generation",
-                "gatedcnn": "text-generation", "lstm": "text-generation"}.get(preset.family)
-    data = ModelCardData(language="ja", library_name="transformers", pipeline_tag=pipeline,
+    data = ModelCardData(language="ja", library_name="transformers", pipeline_tag=family.pipeline,
                          tags=["japanese", "pretraining", preset.family, "ja-pretraining"])
     trained_on = ", ".join(os.path.basename(p) for p in info.get("corpus", [])) or "prepared examples"
     lines = [f"# {os.path.basename(os.path.abspath(model_dir))}", "",
@@ -21,18 +19,16 @@ def write_model_card(model_dir, preset, info, state, evaluator, args):
              f"- Corpus: {trained_on}; {info.get('tokens', 0):,} tokens, {info.get('examples', 0):,} "
              f"{info['spec']['kind']} examples (examples fingerprint `{info.get('fingerprint')}`)",
              f"- Steps: {preset.train_steps:,}, global batch {state['global_batch']}, examples seen "
-             f"{state.get('examples_seen', 0):,}, seed {args.seed}, whole-word masking {args.do_whole_word_mask}"]
+             f"{state.get('examples_seen', 0):,}, seed {options.seed}, whole-word masking {options.do_whole_word_mask}"]
     if state.get("last_train"):
         lines.append("- Final training figures: " + ", ".join(f"{k} {v:.4g}" for k, v in state["last_train"].items()))
     if evaluator is not None and evaluator.last is not None:
         lines += ["", "## Held-out evaluation", "", f"On {evaluator.last['examples']:,} held-out examples, at step "
                   f"{evaluator.last['step']:,} (best loss {evaluator.best:.4f}):", ""]
         lines += [f"- {k}: {v:.4f}" for k, v in evaluator.last.items() if k not in ("step", "examples")]
-    auto = {"bert": "AutoModelForPreTraining", "albert": "AutoModelForPreTraining", "gpt2": "AutoModelForCausalLM",
-            "t5": "AutoModelForSeq2SeqLM", "gatedcnn": "AutoModelForCausalLM", "lstm": "AutoModelForCausalLM",
-            "elmo": "AutoModelForPreTraining"}.get(preset.family)
+    auto = family.auto_class
     if auto:
-        remote = ", trust_remote_code=True" if preset.family in ("gatedcnn", "lstm", "elmo") else ""
+        remote = ", trust_remote_code=True" if family.remote_code else ""
         lines += ["", "## Use", "", "```python", f"from transformers import AutoTokenizer, {auto}",
                   f"tokenizer = AutoTokenizer.from_pretrained(path{remote})",
                   f"model = {auto}.from_pretrained(path{remote})", "```"]

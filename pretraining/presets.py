@@ -9,10 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from tokenizer.errors import UserError
-
-FAMILIES = ("bert", "albert", "roberta", "electra", "gpt2", "t5", "gatedcnn", "lstm", "elmo")
-TRANSFORMER_FAMILIES = ("bert", "albert", "roberta", "electra", "gpt2", "t5")
+from ja_common.errors import UserError
 
 # key -> (attribute, type, default); default REQUIRED means the key must be present.
 REQUIRED = object()
@@ -46,7 +43,7 @@ KEYS = {
     "discriminator-weight": ("discriminator_weight", float, 50.0),
     "pretrained_generator_model_name_or_path": ("pretrained_generator_model_name_or_path", str, None),
     "pretrained_discriminator_model_name_or_path": ("pretrained_discriminator_model_name_or_path", str, None),
-    # T5
+    # T5 (target-length: upstream's; checked against what span corruption gives)
     "target-length": ("target_length", int, None),
     "noise-density": ("noise_density", float, 0.15),
     "mean-noise-span-length": ("mean_noise_span_length", float, 3.0),
@@ -107,7 +104,6 @@ class Preset:
     kernel_size: int = None
     block_size: int = None
     tie_weights: bool = None
-    # GatedCNN: not yet measured against these defaults on held-out text (benchmarks/bench_custom_lm.py)
     weight_norm: bool = False
     initialization: str = "normal"
     projection_size: int = None
@@ -117,7 +113,7 @@ class Preset:
     @property
     def example_kind(self):
         """Which examples the family trains on (see pretraining/examples.py)."""
-        return {"bert": "nsp", "albert": "sop", "t5": "span"}.get(self.family, "packed")
+        return _families()[self.family].example_kind
 
     def batch_size_for_node(self, node_rank):
         """The batch size of one node; -1 means a single-node run."""
@@ -133,13 +129,20 @@ class Preset:
         )
 
 
+def _families():
+    from .registry import FAMILIES  # the family specs (imported when a preset is read: they import torch)
+
+    return FAMILIES
+
+
 def _family(model_type, data):
+    families = _families()
     family = data.get("family")
     if family is None:
-        family = next((f for f in sorted(FAMILIES, key=len, reverse=True) if model_type.startswith(f)), None)
-    if family not in FAMILIES:
+        family = next((f for f in sorted(families, key=len, reverse=True) if model_type.startswith(f)), None)
+    if family not in families:
         raise UserError(
-            f"parameter.json '{model_type}': cannot tell the model family; add \"family\": one of {', '.join(FAMILIES)}"
+            f"parameter.json '{model_type}': cannot tell the model family; add \"family\": one of {', '.join(families)}"
         )
     return family
 
@@ -191,7 +194,7 @@ def parse_preset(model_type, data):
         attr, kind, _ = KEYS[key]
         values[attr] = _convert(model_type, key, value, kind)
     required = [k for k, (_, _, d) in KEYS.items() if d is REQUIRED]
-    if family in TRANSFORMER_FAMILIES:
+    if _families()[family].transformer:
         required += TRANSFORMER_KEYS
     missing = [k for k in required if k not in data]
     if missing:
@@ -222,24 +225,12 @@ def _check_ranges(p):
     if p.example_kind == "nsp" or p.example_kind == "sop":
         if p.sequence_length < 8:
             raise UserError(f"{where}: \"sequence-length\" must be at least 8 for sentence pairs")
-    if p.family == "gatedcnn":
-        if p.kernel_size is not None and p.kernel_size < 1:
-            raise UserError(f"{where}: \"kernel-size\" must be at least 1, not {p.kernel_size}")
-        if p.block_size is not None and p.block_size < 1:
-            raise UserError(f"{where}: \"block-size\" must be at least 1, not {p.block_size}")
-        if p.initialization not in ("normal", "kaiming"):
-            raise UserError(f"{where}: \"initialization\" must be \"normal\" or \"kaiming\", not {p.initialization!r}")
     for key, value in (("embedding-size", p.embedding_size), ("projection-size", p.projection_size)):
         if value is not None and value < 1:
             raise UserError(f"{where}: \"{key}\" must be at least 1")
-    if p.family == "electra":
-        from electra.model import generator_sizes
-
-        generator_sizes(p)  # a generator without a whole attention head is refused here, before any work
-        if not 0 < p.mask_percent < 100:
-            raise UserError(f"{where}: \"mask-percent\" must be between 0 and 100")
     if not 0 < p.noise_density < 1 or p.mean_noise_span_length < 1:
         raise UserError(f"{where}: \"noise-density\" must be in (0, 1) and \"mean-noise-span-length\" at least 1")
+    _families()[p.family].check(p, where)
 
 
 def load_presets(parameter_file):

@@ -15,7 +15,7 @@ from conftest import ROOT, SAMPLE_CORPUS
 from pretraining.distributed import rank_batch_size
 from pretraining.presets import parse_preset
 from pretraining.sampler import GlobalBatchSampler
-from tokenizer.errors import UserError
+from ja_common.errors import UserError
 
 pytestmark = pytest.mark.slow
 

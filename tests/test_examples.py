@@ -11,13 +11,14 @@ import time
 import numpy as np
 import pytest
 
-import pretraining.data as data
+import pretraining.build as builder
 from conftest import ROOT, SAMPLE_CORPUS, run_python, sample_lines
-from pretraining.data import ExampleSpec, load_examples, prepare_examples
+from pretraining.build import ExampleSpec
+from pretraining.data import load_examples, prepare_examples
 from pretraining.examples import span_lengths
-from tokenizer.corpus import plan_chunks, read_documents
+from ja_common.corpus import iter_documents
 from tokenizer.encoder import SubwordEncoder
-from tokenizer.errors import UserError
+from ja_common.errors import UserError
 
 
 def build(tokenizer_dir, tmp_path, kind, length=64, corpus=SAMPLE_CORPUS, name=None, **kwargs):
@@ -33,11 +34,10 @@ def special(wordpiece_dir):
     return encoder.token_id("[CLS]"), encoder.token_id("[SEP]")
 
 
-@pytest.mark.parametrize("chunk_bytes", [7, 100, 4096, 1 << 20])
-def test_chunks_read_every_document_once(tmp_path, chunk_bytes):
-    # Blank lines of spaces, CRLF ends, a file without a final newline. Chunks are read at
-    # once in memory (the fast path) or streamed line by line: both give the same documents,
-    # and together the chunks give the file's documents, each once.
+@pytest.mark.parametrize("chunk_chars", [7, 100, 4096, 1 << 20])
+def test_chunks_read_every_document_once(tmp_path, chunk_chars, monkeypatch):
+    # Blank lines of spaces, CRLF ends, a file without a final newline: the chunks together
+    # give the file's documents, each once, in order.
     corpus = tmp_path / "corpus.txt"
     text = "一つ目の文書。\r\n二行目。\r\n\r\n二つ目\n　\n三つ目の文書\nその続き\n \n\n四つ目" * 20
     corpus.write_bytes(text.encode("utf-8"))
@@ -48,12 +48,12 @@ def test_chunks_read_every_document_once(tmp_path, chunk_bytes):
         elif current:
             documents, current = documents + [current], []
     documents.append(current)
-    found = []
-    for chunk in plan_chunks([str(corpus)], chunk_bytes):
-        in_memory = list(read_documents(chunk))
-        assert in_memory == list(read_documents(chunk, progress=lambda n: None))  # a progress callback streams
-        found.extend(in_memory)
-    assert found == documents
+    assert list(iter_documents(str(corpus))) == documents
+    monkeypatch.setattr(builder, "CHUNK_CHARS", chunk_chars)
+    chunks = list(builder.plan_chunks([str(corpus)]))
+    assert [index for index, _ in chunks] == list(range(len(chunks)))
+    assert [document for _, chunk in chunks for document in chunk] == documents
+    assert len(chunks) == 1 if chunk_chars > len(text) else len(chunks) > 1
 
 
 def test_nsp_pairs(wordpiece_dir, tmp_path, special):
@@ -74,13 +74,18 @@ def test_sop_pairs_are_swapped_half_the_time(wordpiece_dir, tmp_path, special):
     dataset, _ = build(wordpiece_dir, tmp_path, "sop", 64)
     labels = np.array(dataset["sentence_order_label"])
     assert 0.3 < labels.mean() < 0.7
-    for row in dataset:
-        ids, wids = row["input_ids"], row["word_ids"]
+    # the builder's own columns number the words through the chunk (the stored ones per example)
+    encoder = SubwordEncoder(wordpiece_dir)
+    text = builder.tokenize_chunk(encoder, list(iter_documents(SAMPLE_CORPUS)))
+    columns, _, _ = builder.build_columns(text, ExampleSpec("sop", 64), encoder, 0)
+    offsets = columns["input_ids"].offsets
+    for k, label in enumerate(columns["sentence_order_label"]):
+        ids = columns["input_ids"].values[offsets[k]:offsets[k + 1]].tolist()
+        wids = columns["word_ids"].values[offsets[k]:offsets[k + 1]]
         first_sep = ids.index(sep_id)
-        a = [w for w in wids[1:first_sep]]
-        b = [w for w in wids[first_sep + 1 : -1]]
+        a, b = wids[1:first_sep], wids[first_sep + 1 : -1]
         # word ids grow through a document: A before B in the text unless swapped
-        assert (max(a) < min(b)) == (row["sentence_order_label"] == 0)
+        assert (max(a) < min(b)) == (label == 0)
 
 
 def test_packed_blocks_keep_every_token_in_order(wordpiece_dir, tmp_path, special):
@@ -108,8 +113,8 @@ def test_packed_blocks_across_chunks_drop_only_the_final_remainder(wordpiece_dir
     # Each chunk's tokens after its last whole block are carried into blocks built at the
     # end, so many small chunks lose no more than one big one.
     cls_id, sep_id = special
-    monkeypatch.setattr(data, "CHUNK_BYTES", 4096)
-    assert len(plan_chunks([SAMPLE_CORPUS], 4096)) >= 5
+    monkeypatch.setattr(builder, "CHUNK_CHARS", 1500)
+    assert len(list(builder.plan_chunks([SAMPLE_CORPUS]))) >= 5
     dataset, info = build(wordpiece_dir, tmp_path, "packed", 64)
     content = [i for row in dataset["input_ids"] for i in row if i not in (cls_id, sep_id)]
     assert all(len(row) == 64 for row in dataset["input_ids"])
@@ -149,7 +154,7 @@ def test_t5_span_corruption_exact_lengths_and_recoverable(wordpiece_dir, tmp_pat
 def test_rebuild_gives_the_same_examples_with_any_number_of_workers(wordpiece_dir, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(open(SAMPLE_CORPUS, encoding="utf-8").read() * 30, encoding="utf-8")  # 2 chunks
-    assert len(data.plan_chunks([str(corpus)], data.CHUNK_BYTES)) >= 2
+    assert len(list(builder.plan_chunks([str(corpus)]))) >= 2
     one, _ = build(wordpiece_dir, tmp_path, "nsp", 64, corpus=corpus, name="one", num_proc=1)
     two, _ = build(wordpiece_dir, tmp_path, "nsp", 64, corpus=corpus, name="two", num_proc=2)
     assert one[:]["input_ids"] == two[:]["input_ids"]
@@ -158,8 +163,8 @@ def test_rebuild_gives_the_same_examples_with_any_number_of_workers(wordpiece_di
 
 def test_large_builds_are_split_into_data_files(wordpiece_dir, tmp_path, monkeypatch):
     one, _ = build(wordpiece_dir, tmp_path, "packed", 64, name="one")
-    monkeypatch.setattr(data, "_WRITE_BATCH", 32)
-    monkeypatch.setattr(data, "SHARD_BYTES", 10_000)  # a new data file after every ~10 KB
+    monkeypatch.setattr(builder, "_WRITE_BATCH", 32)
+    monkeypatch.setattr(builder, "SHARD_BYTES", 4_000)  # a new data file after every ~4 KB
     many, _ = build(wordpiece_dir, tmp_path, "packed", 64, name="many")
     files = sorted(p for p in os.listdir(tmp_path / "many") if p.endswith(".arrow"))
     assert len(files) > 2 and files[-1] == f"data-{len(files) - 1:05d}-of-{len(files):05d}.arrow"
@@ -172,7 +177,7 @@ def test_cache_is_reused_without_tokenizing(wordpiece_dir, tmp_path, monkeypatch
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("the cache should have been reused")
 
-    monkeypatch.setattr(data, "build_chunk", no_tokenizing)
+    monkeypatch.setattr(builder, "build_chunk", no_tokenizing)
     started = time.time()
     _, second = build(wordpiece_dir, tmp_path, "packed", 64)
     assert second == first and time.time() - started < 5
@@ -219,7 +224,7 @@ def test_failed_build_leaves_no_cache(wordpiece_dir, tmp_path, monkeypatch):
     def failing(task):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(data, "build_chunk", failing)
+    monkeypatch.setattr(builder, "build_chunk", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         build(wordpiece_dir, tmp_path, "packed", 64, name="broken", num_proc=1)
     assert not (tmp_path / "broken").exists()
@@ -228,7 +233,7 @@ def test_failed_build_leaves_no_cache(wordpiece_dir, tmp_path, monkeypatch):
 
 def test_killed_build_is_not_taken_for_a_cache(wordpiece_dir, tmp_path):
     corpus = tmp_path / "big.txt"
-    corpus.write_text(open(SAMPLE_CORPUS, encoding="utf-8").read() * 100, encoding="utf-8")  # 5 chunks
+    corpus.write_text(open(SAMPLE_CORPUS, encoding="utf-8").read() * 100, encoding="utf-8")  # 4 chunks
     folder = tmp_path / "examples"
     args = [sys.executable, os.path.join(ROOT, "run_pretraining.py"), "--prepare_only", "--input_file", str(corpus),
             "--tokenizer_dir", wordpiece_dir, "--model_type", "bert-tiny", "--dataset_dir", str(folder),

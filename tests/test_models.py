@@ -11,7 +11,7 @@ from conftest import run_python
 from pretraining.models import FAMILY_CLASSES
 from pretraining.presets import parse_preset
 from test_pretraining import TINY, logged, pretrain
-from tokenizer.errors import UserError
+from ja_common.errors import UserError
 
 SIZES = {
     "gatedcnn": dict(vocab_size=60, embedding_size=16, hidden_size=16, num_layers=4, kernel_size=3, block_size=2),

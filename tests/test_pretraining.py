@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SAMPLE_CORPUS, run_python, write_presets
+from conftest import ROOT, SAMPLE_CORPUS, run_python, sample_lines, write_presets
 from pretraining.collators import MaskedLMCollator, mask_tokens
 from pretraining.presets import load_preset, parse_preset
-from tokenizer.errors import UserError
+from ja_common.errors import UserError
 
 TINY = {"number-of-layers": 2, "hidden-size": 64, "ffn-inner-hidden-size": 128, "attention-heads": 2,
         "sequence-length": 32, "warmup-steps": 2, "learning-rate": 2e-3, "batch-size": {"-1": 8},
@@ -137,13 +137,20 @@ def test_bf16_on_the_cpu_trains(params, wordpiece_dir, tmp_path, model_type):
 
 
 def test_kill_and_continue_equals_uninterrupted_run(params, wordpiece_dir, tmp_path):
-    for model_type in ("bert-resume", "gpt2-resume"):
-        whole, broken = tmp_path / f"{model_type}-whole", tmp_path / f"{model_type}-broken"
-        pretrain(params, wordpiece_dir, whole, model_type, "--do_whole_word_mask")
-        kill_once_saved(params, wordpiece_dir, broken, model_type, "checkpoint-4", "--do_whole_word_mask")
+    # the third run mixes two corpora (the sample as text, weight 1, and as JSON Lines, weight 0.3)
+    records = tmp_path / "sample.jsonl"
+    records.write_text("".join(json.dumps({"text": line}, ensure_ascii=False) + "\n" for line in sample_lines()[:60]),
+                       encoding="utf-8")
+    mix = ("--input_file", f"{SAMPLE_CORPUS}:1", f"{records}:0.3")
+    for name, model_type, extra in (("bert", "bert-resume", ()), ("gpt2", "gpt2-resume", ()),
+                                    ("mix", "gpt2-resume", mix)):
+        whole, broken = tmp_path / f"{name}-whole", tmp_path / f"{name}-broken"
+        pretrain(params, wordpiece_dir, whole, model_type, "--do_whole_word_mask", *extra)
+        kill_once_saved(params, wordpiece_dir, broken, model_type, "checkpoint-4", "--do_whole_word_mask", *extra)
         assert not (broken / "checkpoint-10").exists(), "the run ended before it was killed"
-        result = pretrain(params, wordpiece_dir, broken, model_type, "--do_whole_word_mask", "--do_continue")
+        result = pretrain(params, wordpiece_dir, broken, model_type, "--do_whole_word_mask", "--do_continue", *extra)
         assert "resumed from" in result.stdout + result.stderr
+        assert bool(list(tmp_path.glob(f"{name}-whole-cache/mix-*/mixture.json"))) == (name == "mix")
         expected, got = weights(whole), weights(broken)
         assert expected.keys() == got.keys()
         for name in expected:

@@ -21,7 +21,7 @@ from ja_common.locks import exclusive, lock_path
 from pretraining.presets import parse_preset
 from test_pretraining import TINY, pretrain, weights
 from tokenizer.encoder import SubwordEncoder
-from tokenizer.errors import UserError
+from ja_common.errors import UserError
 
 PRESETS = {
     "bert-safe": dict(TINY, **{"train-steps": 8, "save-steps": 2, "save-total-limit": 4, "dropout": 0.1}),
@@ -272,7 +272,7 @@ def test_pair_examples_use_long_lines(params, wordpiece_dir, tmp_path):
 
     lines = sample_lines()
     corpus = tmp_path / "long.txt"  # one document on one line, as in a corpus without sentence breaks
-    corpus.write_text("".join(lines) + "\n", encoding="utf-8")
+    corpus.write_text("".join(lines).translate(str.maketrans("。！？", "、、、")) + "\n", encoding="utf-8")
     result = subprocess.run(prepare_command(wordpiece_dir, tmp_path / "ex", params, corpus), capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr

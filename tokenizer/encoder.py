@@ -13,21 +13,17 @@ import os
 
 import numpy as np
 
+from ja_common.arrays import ranges_index
+
 from tokenizers import Tokenizer
 from tokenizers.models import BPE, WordPiece
 
-from .errors import UserError
+from ja_common.errors import UserError
 from .mecab import DictionaryNotInstalled, MecabWordSplitter
 
 CONTINUATION = "##"  # the prefix of subwords that continue a word, in both tokenizer types
 # transformers' WordpieceTokenizer turns words longer than this into [UNK]; so does ours.
 MAX_WORD_CHARS = 100
-
-
-def ranges_index(starts, lengths):
-    """Indices of the ranges [start, start + length), concatenated (an int64 array)."""
-    ends = np.cumsum(lengths)
-    return np.repeat(starts - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)
 
 
 def _put(array, at, values):

@@ -23,7 +23,8 @@ DICTIONARIES = {
 }
 
 # MeCab's lattice grows with the input; longer text is cut into pieces of at most this
-# many characters at a natural boundary before parsing (see split_long_text).
+# many characters at a natural boundary before parsing (see split_long_text). The same two
+# are in ja_common/corpus.py: this file is saved with BPE tokenizers and stands alone.
 MAX_PARSE_CHARS = 10_000
 _BREAK_CHARS = "。．.!！?？\n 、，,"
 

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 
 from ja_common.files import make_staging_dir, staging_directory
 
-from .corpus import expand_inputs
+from ja_common.corpus import DEFAULT_TEXT_COLUMN, expand_inputs, input_bytes
 from .encoder import CONTINUATION
-from .errors import UserError
+from ja_common.errors import UserError
 from .mecab import DICTIONARIES, DictionaryNotInstalled, MecabWordSplitter
 from .word_split import split_corpus
 
@@ -192,6 +192,7 @@ def train_tokenizer(
     overwrite=False,
     encoding_errors="strict",
     show_progress=True,
+    text_column=DEFAULT_TEXT_COLUMN,
 ):
     """The whole run of train_tokenizer.py; returns the model directory."""
     settings.validate()
@@ -215,7 +216,8 @@ def train_tokenizer(
     try:
         with staging_directory(model_dir) as staging:
             os.makedirs(words_dir, exist_ok=True)
-            split = split_corpus(files, words_dir, num_files, settings.mecab_kwargs, encoding_errors, show_progress)
+            split = split_corpus(files, words_dir, num_files, settings.mecab_kwargs, encoding_errors, show_progress,
+                                 text_column)
             if split.words == 0:
                 raise UserError(f"the corpus is empty: {', '.join(files)} hold no words")
             check_vocab_size(settings, split.char_counts)
@@ -224,7 +226,7 @@ def train_tokenizer(
                 "settings": asdict(settings),
                 "vocab_size": tokenizer.get_vocab_size(with_added_tokens=False),
                 "corpus": {
-                    "files": [{"path": os.path.abspath(p), "bytes": os.path.getsize(p)} for p in files],
+                    "files": [{"path": os.path.abspath(p), "bytes": input_bytes(p)} for p in files],
                     "bytes": split.bytes,
                     "lines": split.lines,
                     "words": split.words,

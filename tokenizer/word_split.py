@@ -1,7 +1,8 @@
 """The MeCab stage of tokenizer training: corpus -> files of space-separated words.
 
-Each worker process streams its byte range of the corpus through MeCab and writes one
-line of words per input line, so memory stays flat whatever the corpus size. Workers
+Each worker process streams its byte range of the corpus (or its whole inputs, for formats
+other than plain text) through MeCab and writes one line of words per input line, so memory
+stays flat whatever the corpus size. Workers
 also count characters, from which the subword alphabet is chosen deterministically.
 """
 
@@ -17,8 +18,8 @@ from tqdm.auto import tqdm
 
 from ja_common.processes import die_with_parent
 
-from .corpus import plan_segments, read_lines
-from .errors import UserError
+from ja_common.corpus import DEFAULT_TEXT_COLUMN, plan_segments, segment_lines
+from ja_common.errors import UserError
 from .mecab import DictionaryNotInstalled, MecabWordSplitter
 
 _PROGRESS_EVERY = 1 << 16
@@ -55,7 +56,8 @@ class _CharCounter:
         return counts
 
 
-def _split_shard(index, segments, out_path, splitter_kwargs, encoding_errors, progress, results, parent_pid):
+def _split_shard(index, segments, out_path, splitter_kwargs, encoding_errors, text_column, progress, results,
+                 parent_pid):
     die_with_parent(parent_pid)
     try:
         splitter = MecabWordSplitter(**splitter_kwargs)
@@ -80,7 +82,7 @@ def _split_shard(index, segments, out_path, splitter_kwargs, encoding_errors, pr
 
         with open(out_path, "w", encoding="utf-8") as out:
             for segment in segments:
-                for line in read_lines(segment, encoding_errors, report):
+                for line in segment_lines(segment, text_column, encoding_errors, report):
                     text = splitter.wakati(line)
                     if text:
                         batch.append(text)
@@ -99,10 +101,11 @@ def _split_shard(index, segments, out_path, splitter_kwargs, encoding_errors, pr
         results.put((index, "crash", traceback.format_exc()))
 
 
-def split_corpus(files, out_dir, num_workers, splitter_kwargs, encoding_errors="strict", show_progress=True):
+def split_corpus(files, out_dir, num_workers, splitter_kwargs, encoding_errors="strict", show_progress=True,
+                 text_column=DEFAULT_TEXT_COLUMN):
     """Run MeCab over ``files`` in ``num_workers`` processes; word files go to ``out_dir``."""
     shards = plan_segments(files, num_workers)
-    total = sum(os.path.getsize(p) for p in files)
+    total = sum(seg.end - seg.start for shard in shards for seg in shard)
     ctx = _context()
     progress = ctx.Array("q", len(shards))
     results = ctx.Queue()
@@ -110,7 +113,8 @@ def split_corpus(files, out_dir, num_workers, splitter_kwargs, encoding_errors="
     workers = [
         ctx.Process(
             target=_split_shard,
-            args=(i, shard, word_files[i], splitter_kwargs, encoding_errors, progress, results, os.getpid()),
+            args=(i, shard, word_files[i], splitter_kwargs, encoding_errors, text_column, progress, results,
+                  os.getpid()),
             daemon=True,
         )
         for i, shard in enumerate(shards)

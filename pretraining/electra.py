@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.errors import UserError
+from ja_common.errors import UserError
 
 GENERATOR_DIR, DISCRIMINATOR_DIR = "generator", "discriminator"
 
@@ -149,3 +149,9 @@ def create_electra(preset, vocab):
             for layer in part.electra.encoder.layer[: preset.frozen_layers]:
                 layer.requires_grad_(False)
     return model
+
+
+def load_electra(model_dir):
+    """A trained ELECTRA run's final directory or checkpoint (its generator/ and discriminator/)."""
+    return ElectraPretrainingModel.from_directories(os.path.join(model_dir, GENERATOR_DIR),
+                                                    os.path.join(model_dir, DISCRIMINATOR_DIR))

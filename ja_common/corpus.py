@@ -1,0 +1,472 @@
+"""Reading a corpus: input expansion, its formats, byte-range shards, streaming reads, sentences.
+
+Formats, told by the name:
+- text (any other name, optionally .gz/.bz2/.xz): UTF-8, a blank line between documents, one
+  sentence or paragraph a line;
+- JSON Lines (.jsonl, optionally compressed): one document a record, its text in a column
+  (``--text_column``, default "text");
+- Parquet (.parquet) and a folder written by ``datasets``' ``save_to_disk``: the same column.
+Everything is streamed: memory stays flat whatever the file or line size; a very long text
+line is handed on in pieces (see split_long_text). ``split_sentences`` cuts a document
+into the sentences the pair objectives need.
+"""
+
+import bz2
+import codecs
+import glob
+import gzip
+import itertools
+import json
+import lzma
+import os
+import re
+from dataclasses import dataclass
+
+from .errors import UserError
+
+ENCODING_ERRORS = ("strict", "replace", "skip")
+_READ_BYTES = 1 << 20
+COMPRESSIONS = {".gz": lambda f: gzip.GzipFile(fileobj=f, mode="rb"), ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
+DEFAULT_TEXT_COLUMN = "text"
+_RECORDS_PER_READ = 1024  # Parquet and datasets rows read at a time
+
+# MeCab's lattice grows with the input: longer lines are handed on in pieces of at most this
+# many characters, cut at a natural boundary. tokenizer/mecab.py keeps a copy of these two,
+# because it is saved beside BPE tokenizers and must run without this project.
+MAX_PARSE_CHARS = 10_000
+_BREAK_CHARS = "。．.!！?？\n 、，,"
+
+
+def split_long_text(text, limit=MAX_PARSE_CHARS):
+    """Cut text longer than ``limit`` characters after a sentence mark or space, else hard."""
+    if len(text) <= limit:
+        return [text]
+    pieces = []
+    start = 0
+    while len(text) - start > limit:
+        window = text[start : start + limit]
+        cut = max(window.rfind(c) for c in _BREAK_CHARS) + 1
+        if cut <= 0:
+            cut = limit
+        pieces.append(text[start : start + cut])
+        start += cut
+    pieces.append(text[start:])
+    return pieces
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Bytes [start, end) of one file; lines that start inside belong to the segment."""
+
+    path: str
+    start: int
+    end: int
+
+
+def is_datasets_folder(path):
+    """A folder written by ``Dataset.save_to_disk``."""
+    return os.path.isfile(os.path.join(path, "state.json")) and os.path.isfile(os.path.join(path, "dataset_info.json"))
+
+
+def corpus_format(path):
+    """(format, compression suffix or None) of a corpus input: text, jsonl, parquet or datasets."""
+    if os.path.isdir(path):
+        return "datasets", None
+    name = path.lower()
+    compression = next((suffix for suffix in COMPRESSIONS if name.endswith(suffix)), None)
+    if compression:
+        name = name[: -len(compression)]
+    if name.endswith(".jsonl"):
+        return "jsonl", compression
+    if name.endswith(".parquet") and not compression:
+        return "parquet", None
+    return "text", compression
+
+
+def input_signature(path):
+    """[path, bytes, newest mtime] of an input file or datasets folder: what keys a cache."""
+    files = [path] if os.path.isfile(path) else [os.path.join(path, n) for n in sorted(os.listdir(path))]
+    return [os.path.abspath(path), sum(os.path.getsize(f) for f in files), max(os.stat(f).st_mtime_ns for f in files)]
+
+
+def input_bytes(path):
+    return input_signature(path)[1]
+
+
+def expand_inputs(inputs):
+    """Files named by paths, directories (every file below, sorted) or glob patterns.
+
+    A folder written by ``datasets``' ``save_to_disk`` is one input, not a directory of files.
+    """
+    files = []
+    for item in inputs:
+        if os.path.isdir(item) and is_datasets_folder(item):
+            files.append(item)
+        elif os.path.isfile(os.path.join(item, "dataset_dict.json")):
+            splits = ", ".join(sorted(d for d in os.listdir(item) if os.path.isdir(os.path.join(item, d))))
+            raise UserError(f"--input_file: {item} holds the splits {splits} of a DatasetDict: give one split's "
+                            "folder")
+        elif os.path.isdir(item):
+            found = []
+            for root, dirs, names in os.walk(item):
+                datasets = [d for d in dirs if is_datasets_folder(os.path.join(root, d))]
+                dirs[:] = [d for d in dirs if d not in datasets]  # a datasets folder is one input
+                found += [os.path.join(root, name) for name in datasets + names if not name.startswith(".")]
+            found.sort()
+            if not found:
+                raise UserError(f"--input_file: the directory {item} holds no files")
+            files.extend(found)
+        elif glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p) or is_datasets_folder(p))
+            if not found:
+                raise UserError(f"--input_file: no file matches {item}")
+            files.extend(found)
+        elif not os.path.exists(item):
+            raise UserError(f"--input_file: {item} does not exist")
+        else:
+            files.append(item)
+    for path in files:
+        if not os.access(path, os.R_OK) or not (os.path.isfile(path) or is_datasets_folder(path)):
+            raise UserError(f"--input_file: cannot read {path} (not a readable file)")
+    if sum(input_bytes(p) for p in files) == 0:
+        raise UserError(f"the corpus is empty: {', '.join(files)} hold no text")
+    return files
+
+
+def splittable(path):
+    """Uncompressed text can be read from any byte; other inputs only from their start."""
+    return corpus_format(path) == ("text", None)
+
+
+def plan_segments(files, num_shards):
+    """Split the inputs' bytes into ``num_shards`` runs of segments of about equal size.
+
+    Uncompressed text is cut anywhere (a line belongs to the segment it starts in); any other
+    input is one segment, read whole by one worker.
+    """
+    sizes = [input_bytes(p) for p in files]
+    total = sum(sizes)
+    share = -(-total // max(1, num_shards))
+    shards, current, room = [], [], share
+    for path, size in zip(files, sizes):
+        start = 0
+        while start < size:
+            take = min(room, size - start) if splittable(path) else size
+            current.append(Segment(path, start, start + take))
+            start += take
+            room -= take
+            if room <= 0:
+                shards.append(current)
+                current, room = [], share
+    if current:
+        shards.append(current)
+    return shards
+
+
+def segment_lines(segment, text_column=DEFAULT_TEXT_COLUMN, encoding_errors="strict", progress=None):
+    """The non-document-ending lines of a segment from plan_segments, in any format."""
+    if splittable(segment.path):
+        yield from read_lines(segment, encoding_errors, progress)
+        return
+    for document in iter_documents(segment.path, text_column, encoding_errors, progress):
+        yield from document
+
+
+def _line_number(path, offset):
+    """1-based number of the line holding (decompressed) byte ``offset`` (only used for error messages)."""
+    count = 1
+    with open_binary(path) as (f, _):
+        remaining = offset
+        while remaining > 0:
+            block = f.read(min(_READ_BYTES, remaining))
+            if not block:
+                break
+            count += block.count(b"\n")
+            remaining -= len(block)
+    return count
+
+
+class open_binary:
+    """``with open_binary(path) as (stream, raw)``: the file's bytes, decompressed when its name says
+    .gz/.bz2/.xz; ``raw.tell()`` is the position in the file on disk (for progress bars)."""
+
+    def __init__(self, path):
+        self.raw = open(path, "rb")
+        compression = corpus_format(path)[1]
+        self.stream = COMPRESSIONS[compression](self.raw) if compression else self.raw
+
+    def __enter__(self):
+        return self.stream, self.raw
+
+    def __exit__(self, *exc):
+        self.stream.close()
+        self.raw.close()
+
+
+def _not_utf8(path, offset):
+    return UserError(
+        f"{path}, line {_line_number(path, offset)}: bytes that are not UTF-8 "
+        "(convert the file to UTF-8, or pass --encoding_errors replace or skip)"
+    )
+
+
+def read_lines(segment, encoding_errors="strict", progress=None, with_positions=False):
+    """Yield the lines of a segment without their line ends ("" for a blank line).
+
+    With ``with_positions``, yields (byte offset of the line, text) pairs.
+
+    A line longer than MAX_PARSE_CHARS characters comes out in several pieces.
+    ``encoding_errors``: strict (stop with the file and line), replace (U+FFFD) or skip
+    (drop the line). ``progress(n)`` is called with the bytes read.
+    """
+    if encoding_errors not in ENCODING_ERRORS:
+        raise ValueError(f"encoding_errors must be one of {ENCODING_ERRORS}")
+    with open_binary(segment.path) as (f, raw):
+        if progress and f is not raw:  # report the compressed bytes read, which the bar counts
+            progress = _disk_progress(raw, progress)
+        position = segment.start
+        if position > 0:
+            f.seek(position - 1)
+            if f.read(1) != b"\n":  # the segment starts inside a line its neighbour owns
+                while True:
+                    skipped = f.readline(_READ_BYTES)
+                    if progress:
+                        progress(len(skipped))
+                    if not skipped or skipped.endswith(b"\n"):
+                        break
+                position = f.tell()
+        while position < segment.end:
+            chunk = f.readline(_READ_BYTES)
+            if not chunk:
+                break
+            line_start = position
+            position += len(chunk)
+            if progress:
+                progress(len(chunk))
+            if chunk.endswith(b"\n") or len(chunk) < _READ_BYTES:  # a whole line: the common case
+                try:
+                    text = chunk.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    if encoding_errors == "strict":
+                        raise _not_utf8(segment.path, line_start + error.start) from None
+                    if encoding_errors == "skip":
+                        continue
+                    text = chunk.decode("utf-8", "replace")
+                text = text.rstrip("\r\n")
+                pieces = split_long_text(text) if len(text) > MAX_PARSE_CHARS else (text,)
+                for piece in pieces:
+                    yield (line_start, piece) if with_positions else piece
+            else:
+                for piece in _long_line_pieces(f, chunk, line_start, segment.path, encoding_errors, progress):
+                    yield (line_start, piece) if with_positions else piece
+                position = f.tell()  # the long line ended somewhere past this chunk
+
+
+def _disk_progress(raw, progress):
+    done = 0
+
+    def report(_):
+        nonlocal done
+        now = raw.tell()
+        if now > done:
+            progress(now - done)
+            done = now
+
+    return report
+
+
+def _long_line_pieces(f, chunk, chunk_start, path, encoding_errors, progress):
+    """Decode a line longer than one read, yielding its pieces as they complete."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace" if encoding_errors == "replace" else "strict")
+    pending = ""
+    while True:
+        ended = chunk.endswith(b"\n") or not chunk
+        try:
+            pending += decoder.decode(chunk, final=ended)
+        except UnicodeDecodeError as error:
+            if encoding_errors == "strict":
+                raise _not_utf8(path, chunk_start + max(0, error.start)) from None
+            while not ended:  # skip: drop the rest of the line
+                chunk = f.readline(_READ_BYTES)
+                if progress:
+                    progress(len(chunk))
+                ended = chunk.endswith(b"\n") or not chunk
+            return
+        if ended:
+            yield from split_long_text(pending.rstrip("\r\n"))
+            return
+        if len(pending) > 2 * MAX_PARSE_CHARS:  # hand on all but the last piece to keep memory flat
+            *done, pending = split_long_text(pending)
+            yield from done
+        chunk_start = f.tell()
+        chunk = f.readline(_READ_BYTES)
+        if progress:
+            progress(len(chunk))
+
+
+DOCUMENT_CHARS = 1 << 20  # a longer document is cut at a line: a worker holds whole documents
+
+
+def iter_documents(path, text_column=DEFAULT_TEXT_COLUMN, encoding_errors="strict", progress=None):
+    """Yield the documents of one input, each a list of non-blank lines, whatever its format.
+
+    Text: a blank line (or whitespace only) ends a document. Records (.jsonl, .parquet, datasets):
+    one document each, its text cut at its line breaks; blank lines and null texts are left out.
+    Lines longer than MAX_PARSE_CHARS come in pieces, documents longer than DOCUMENT_CHARS in
+    parts. ``progress(n)`` is called with the bytes of the file read (compressed, when it is).
+    """
+    form = corpus_format(path)[0]
+    if form == "text":
+        lines = _text_lines(path, encoding_errors, progress)
+        for blank, group in itertools.groupby(lines, key=lambda line: not line.strip()):
+            if not blank:
+                yield from _bounded(group)
+        return
+    records = {"jsonl": _jsonl_texts, "parquet": _parquet_texts, "datasets": _datasets_texts}[form]
+    for text in records(path, text_column, encoding_errors, progress or (lambda n: None)):
+        lines = (line.rstrip("\r") for line in text.split("\n") if line.strip())
+        yield from _bounded(piece for line in lines
+                            for piece in (split_long_text(line) if len(line) > MAX_PARSE_CHARS else (line,)))
+
+
+def _text_lines(path, encoding_errors, progress):
+    """read_lines over a whole file, faster: a block of whole lines is decoded and split at once.
+    From a block with bytes that are not UTF-8 or a line too long to parse whole, read_lines
+    reads on (it reports or handles them)."""
+    position = 0
+    with open_binary(path) as (f, raw):
+        rest, reported = b"", 0
+        while True:
+            block = f.read(_READ_BYTES)
+            data = rest + block
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            try:
+                lines = data[:cut].decode("utf-8").split("\n")
+            except UnicodeDecodeError:
+                break
+            if cut == 0 or max(map(len, lines)) > MAX_PARSE_CHARS:
+                break
+            if lines[-1] == "":
+                lines.pop()  # after the last line's end
+            if progress:
+                progress(raw.tell() - reported)
+                reported = raw.tell()
+            yield from (line.rstrip("\r") for line in lines)
+            position, rest = position + cut, data[cut:]
+            if not block:
+                return
+    yield from read_lines(Segment(path, position, float("inf")), encoding_errors, progress)
+
+
+def _bounded(lines):
+    """The lines of one document as documents of at most about DOCUMENT_CHARS characters."""
+    document, size = [], 0
+    for line in lines:
+        if document and size + len(line) > DOCUMENT_CHARS:
+            yield document
+            document, size = [], 0
+        document.append(line)
+        size += len(line)
+    if document:
+        yield document
+
+
+def _record_text(record, text_column, where):
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: a record must be a JSON object with a {text_column!r} field")
+    if text_column not in record:
+        raise UserError(f"{where}: no {text_column!r} field (it has {', '.join(map(repr, list(record)[:10]))}); "
+                        "name the text's field with --text_column")
+    text = record[text_column]
+    if text is not None and not isinstance(text, str):
+        raise UserError(f"{where}: the {text_column!r} field holds {type(text).__name__}, not text; "
+                        "name the text's field with --text_column")
+    return text
+
+
+def _jsonl_texts(path, text_column, encoding_errors, progress):
+    with open_binary(path) as (f, raw):
+        done = 0
+        for number, line in enumerate(f, 1):
+            now = raw.tell()
+            progress(now - done)
+            done = now
+            if not line.strip():
+                continue
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError:
+                if encoding_errors == "strict":
+                    raise UserError(f"{path}, line {number}: bytes that are not UTF-8 (convert the file to UTF-8, "
+                                    "or pass --encoding_errors replace or skip)") from None
+                if encoding_errors == "skip":
+                    continue
+                line = line.decode("utf-8", "replace")
+            try:
+                record = json.loads(line)
+            except ValueError as error:
+                raise UserError(f"{path}, line {number}: not a JSON record ({error})") from None
+            text = _record_text(record, text_column, f"{path}, line {number}")
+            if text:
+                yield text
+
+
+def _check_text_column(path, text_column, columns, types):
+    if text_column not in columns:
+        raise UserError(f"{path}: no column {text_column!r} (it has {', '.join(map(repr, columns))}); "
+                        "name the text's column with --text_column")
+    kind = str(types[columns.index(text_column)])
+    if kind not in ("string", "large_string", "string_view", "Value('string')", "Value('large_string')"):
+        raise UserError(f"{path}: the column {text_column!r} holds {kind}, not text; "
+                        "name the text's column with --text_column")
+
+
+def _parquet_texts(path, text_column, encoding_errors, progress):
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow's ArrowInvalid and kin: not a Parquet file, truncated
+        raise UserError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0][:200]})") from None
+    schema = parquet.schema_arrow
+    _check_text_column(path, text_column, schema.names, schema.types)
+    yield from _batched_texts(parquet.iter_batches(batch_size=_RECORDS_PER_READ, columns=[text_column]),
+                              parquet.metadata.num_rows, os.path.getsize(path), progress)
+
+
+def _datasets_texts(path, text_column, encoding_errors, progress):
+    from datasets import Dataset, load_from_disk
+
+    dataset = load_from_disk(path)
+    if not isinstance(dataset, Dataset):
+        raise UserError(f"{path} holds the splits {', '.join(dataset)}: give one split's folder, e.g. "
+                        f"{os.path.join(path, next(iter(dataset)))}")
+    _check_text_column(path, text_column, dataset.column_names, [dataset.features[c] for c in dataset.column_names])
+    batches = (batch[text_column] for batch in dataset.select_columns([text_column]).iter(_RECORDS_PER_READ))
+    yield from _batched_texts(batches, len(dataset), input_bytes(path), progress)
+
+
+def _batched_texts(batches, rows, size, progress):
+    done = reported = 0
+    for batch in batches:
+        texts = batch.column(0).to_pylist() if hasattr(batch, "column") else batch
+        yield from (text for text in texts if text)
+        done += len(texts)
+        now = size * done // max(rows, 1)
+        progress(now - reported)
+        reported = now
+
+
+# One sentence: quoted speech 「…」『…』 whole, anything but a sentence end, then the ends
+# (。！？, with closing brackets after them). An unclosed 「 is an ordinary character.
+_SENTENCE = re.compile(r"(?:「[^」]*」|『[^』]*』|[^。！？])*?(?:[。！？]+[」』）)]*|$)")
+
+
+_MARK_INSIDE = re.compile("[。！？](?=.)")  # a sentence mark before the line's last character
+
+
+def split_sentences(line):
+    """The sentences of one line: cut after 。！？ outside 「」 and 『』; a line of one sentence stays whole."""
+    if _MARK_INSIDE.search(line) is None:
+        return [line]  # the common case of one-sentence-a-line corpora
+    return [sentence for sentence in _SENTENCE.findall(line) if sentence.strip()]

@@ -1,0 +1,97 @@
+"""What the training loop measures: the objectives' losses over all ranks (one all-reduce a step,
+read by the host only at log steps), the first non-finite loss, and the figures logged."""
+
+import time
+
+import torch
+
+from ja_common.errors import UserError
+
+from . import checkpoints as ckpt
+from .objectives import objective_means, total_loss
+
+
+class LossMeter:
+    """The objectives' (sum, count) totals over all ranks since the last log line, keyed by objective
+    name, with the real (not padding) and all tokens of the batches and the model FLOPs of every rank.
+    Kept on the device: the host reads it only at log steps."""
+
+    def __init__(self):
+        self.names, self.totals, self.flops, self.started = None, None, 0.0, time.time()
+
+    def add(self, names, totals, flops):
+        self.names = names
+        self.totals = totals if self.totals is None else self.totals + totals
+        self.flops += flops
+
+    def read(self, weights):
+        """(means {"loss/<name>": ..., "loss": weighted total}, real tokens, all tokens); syncs with the device."""
+        totals = self.totals.tolist()
+        means = objective_means(self.names, totals)
+        means["loss"] = total_loss(means, weights)
+        return means, totals[-2], totals[-1]
+
+
+class NonFiniteWatch:
+    """The first step whose global loss is not finite, and that loss, found on the device."""
+
+    def __init__(self, device):
+        self.step = torch.zeros((), dtype=torch.long, device=device)
+        self.value = torch.zeros((), device=device)
+
+    def update(self, loss, step):
+        newly_bad = (self.step == 0) & ~torch.isfinite(loss)
+        self.step = torch.where(newly_bad, step, self.step)
+        self.value = torch.where(newly_bad, loss.detach(), self.value)
+
+    def check(self, model_dir):
+        """Stop with the step and the last good checkpoint: a host sync, so only at log and save steps."""
+        if self.step.item():
+            raise UserError(f"the loss became {self.value.item()} at step {self.step.item()}; the last good checkpoint "
+                            f"is {ckpt.newest_checkpoint(model_dir) or 'none'}: lower the learning rate or check the "
+                            "data, then --do_continue")
+
+
+def reduce_losses(accelerator, losses, batch, weights):
+    """One all-reduce of every objective's (sum, count) and the batch's tokens.
+
+    Returns the objective names, the all-rank totals (sum and count per objective, then real and
+    all tokens), this rank's share of the global weighted loss (what it backpropagates: its sums
+    over the global counts) and the global loss itself.
+    """
+    names = list(losses)
+    device = accelerator.device
+    real_tokens = batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+    local = torch.stack([x.detach().float() for name in names for x in losses[name]]
+                        + [torch.as_tensor(real_tokens, dtype=torch.float32, device=device),
+                           torch.tensor(float(batch["input_ids"].numel()), device=device)])
+    totals = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
+    sums, counts = totals[0:2 * len(names):2], totals[1:2 * len(names):2].clamp(min=1)
+    trained = [k for k, name in enumerate(names) if not name.startswith("acc/")]  # acc/...: logged only
+    mine = sum(weights.get(names[k], 1.0) * losses[names[k]][0] / counts[k] for k in trained)
+    everyone = sum(weights.get(names[k], 1.0) * sums[k] / counts[k] for k in trained)
+    return names, totals, mine, everyone
+
+
+def log_figures(accelerator, bar, meter, weights, step, scheduler, grad_norm, examples_seen, peak_tflops):
+    """Means over the meter's steps to TensorBoard and the progress bar, with the speed figures a GPU user reads."""
+    values, real_tokens, all_tokens = meter.read(weights)
+    seconds = max(time.time() - meter.started, 1e-9)
+    values.update({
+        "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), "examples_seen": examples_seen,
+        "tokens_per_second": real_tokens / seconds,  # padding not counted
+        "padding_ratio": 1 - real_tokens / max(all_tokens, 1),
+        "tflops_per_second": meter.flops / seconds / 1e12,  # model FLOPs of all ranks (pretraining/flops.py)
+    })
+    if peak_tflops:
+        values["mfu"] = values["tflops_per_second"] / (peak_tflops * accelerator.num_processes)
+    if torch.cuda.is_available():
+        values["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    accelerator.log(values, step=step)
+    figures = {"loss": f"{values['loss']:.3f}", "lr": f"{values['lr']:.2e}", "tok_s": f"{values['tokens_per_second']:.0f}"}
+    if "mfu" in values:
+        figures["mfu"] = f"{values['mfu']:.1%}"
+    if "peak_memory_gib" in values:
+        figures["mem"] = f"{values['peak_memory_gib']:.1f}G"
+    bar.set_postfix(figures)
+    return {k: values[k] for k in ("loss", "tokens_per_second") if k in values}

@@ -1,0 +1,54 @@
+"""What a pretraining run is told besides its preset: the typed form of run_pretraining.py's flags.
+
+The library's entry points (``prepare``, ``run_training``, ``run_evaluation``) take a RunOptions;
+the CLI builds one from its command line, and a Python caller builds one directly:
+
+    run_training(RunOptions(model_type="bert-base", input_file=["corpus.txt"], tokenizer_dir="tok",
+                            model_dir="model"), load_preset("parameter.json", "bert-base"))
+"""
+
+from dataclasses import dataclass
+
+from ja_common.corpus import DEFAULT_TEXT_COLUMN
+
+
+@dataclass
+class RunOptions:
+    model_type: str
+    parameter_file: str = "parameter.json"
+    model_dir: str = None
+    # data
+    input_file: list = None  # files, directories, globs; PATH:WEIGHT items mix corpora
+    text_column: str = DEFAULT_TEXT_COLUMN
+    dataset_dir: str = None
+    tokenizer_dir: str = None
+    overwrite_cache: bool = False
+    disable_overwrite_cache: bool = False
+    prepare_only: bool = False
+    num_proc: int = None
+    encoding_errors: str = "strict"
+    # evaluation
+    validation_split_percentage: float = None
+    validation_file: list = None
+    eval_steps: int = None
+    do_eval: bool = False
+    # training
+    do_whole_word_mask: bool = False
+    do_continue: bool = False
+    overwrite_output_dir: bool = False
+    run_name: str = None
+    logging_dir: str = "runs"
+    seed: int = 42
+    node_rank: int = None
+    local_rank: int = None  # torch.distributed.launch passes it; unused
+    # speed: None keeps the preset's key of the same name
+    torch_compile: bool = None
+    gradient_checkpointing: bool = None
+    attention_implementation: str = None
+    bf16: bool = None
+    peak_tflops: float = None
+    # upstream's flags
+    fp16_type: int = None
+    tokenizer_type: str = None
+    mecab_dic_type: str = None
+    process_start: float = None  # time.time() when the process started, for the resume time it reports
