@@ -51,7 +51,7 @@ KEYS = {
     "kernel-size": ("kernel_size", int, None),
     "block-size": ("block_size", int, None),
     "weight-norm": ("weight_norm", bool, False),
-    "initialization": ("initialization", str, "normal"),
+    "initialization": ("initialization", str, "kaiming"),  # GatedCNN: measured in benchmarks/bench_custom_lm.py
     "tie-weights": ("tie_weights", bool, None),
     "projection-size": ("projection_size", int, None),
     # data
@@ -105,7 +105,7 @@ class Preset:
     block_size: int = None
     tie_weights: bool = None
     weight_norm: bool = False
-    initialization: str = "normal"
+    initialization: str = "kaiming"
     projection_size: int = None
     short_seq_prob: float = 0.1
     raw: dict = field(default_factory=dict, repr=False)
