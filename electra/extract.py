@@ -73,7 +73,7 @@ def check_output_dir(input_dir, output_dir, overwrite):
     run = os.path.dirname(source) if is_checkpoint else source
     if _inside(out, run):
         first = os.path.relpath(out, run).split(os.sep)[0]
-        if re.fullmatch(r"\.?checkpoint-\d+(\.tmp)?", first) or first in (GENERATOR_DIR, DISCRIMINATOR_DIR,
+        if re.fullmatch(r"\.?checkpoint-\d+(\..+)?", first) or first in (GENERATOR_DIR, DISCRIMINATOR_DIR,
                                                                           ACCELERATE_DIR):
             raise UserError(f"--output_dir {output_dir} lies inside the run's own {first}: extract into a new folder "
                             "beside the checkpoints, e.g. <model_dir>/extracted-<step>")

@@ -16,7 +16,7 @@ import re
 import shutil
 
 from ja_common.errors import UserError
-from ja_common.files import remove_dead_debris, remove_directory
+from ja_common.files import make_staging_dir, remove_dead_debris, remove_directory
 
 STATE_FILE = "trainer_state.json"
 PRESET_FILE = "pretraining_preset.json"  # in checkpoints and the final model: how it was trained
@@ -112,12 +112,13 @@ def save_checkpoint(accelerator, model_dir, step, write_files, state, keep):
     ``write_files(directory)``, called on every rank, writes the model and tokenizer (on the main process).
     """
     final = os.path.join(model_dir, f"checkpoint-{step}")
-    temporary = os.path.join(model_dir, f".checkpoint-{step}.tmp")
-    if accelerator.is_main_process:
-        if os.path.exists(temporary):
-            shutil.rmtree(temporary)
-        os.makedirs(temporary)
-    accelerator.wait_for_everyone()
+    # the main process makes the staging directory; every rank writes its RNG state into it
+    temporary = [make_staging_dir(final) if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        temporary = broadcast_object_list(temporary)
+    temporary = temporary[0]
     try:
         # The resume state beside the model. torch's format rather than safetensors: it keeps tied
         # weights (BERT's decoder and embeddings) as one tensor, where safetensors needs one copy
@@ -166,6 +167,6 @@ def clean_debris(model_dir):
         return
     remove_dead_debris(folder=model_dir)
     for name in os.listdir(model_dir):
-        # .deleting-*: what versions before ja_common.files.remove_directory left
+        # .checkpoint-N.tmp and .deleting-*: what versions before ja_common's staging directories left
         if (name.startswith(".checkpoint-") and name.endswith(".tmp")) or name.startswith(".deleting-"):
             shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)

@@ -133,7 +133,7 @@ def test_checkpoint_damage_is_found(finished, tmp_path):
 
 class FullDisk:
     """An accelerator whose save_state finds the disk full."""
-    is_main_process = True
+    is_main_process, num_processes = True, 1
 
     def wait_for_everyone(self):
         pass
