@@ -203,17 +203,13 @@ class open_binary:
         self.raw.close()
 
 
-def _not_utf8(path, offset):
-    return UserError(
-        f"{path}, line {_line_number(path, offset)}: bytes that are not UTF-8 "
-        "(convert the file to UTF-8, or pass --encoding_errors replace or skip)"
-    )
+def _not_utf8(path, line_number):
+    return UserError(f"{path}, line {line_number}: bytes that are not UTF-8 "
+                     "(convert the file to UTF-8, or pass --encoding_errors replace or skip)")
 
 
-def read_lines(segment, encoding_errors="strict", progress=None, with_positions=False):
+def read_lines(segment, encoding_errors="strict", progress=None):
     """Yield the lines of a segment without their line ends ("" for a blank line).
-
-    With ``with_positions``, yields (byte offset of the line, text) pairs.
 
     A line longer than MAX_PARSE_CHARS characters comes out in several pieces.
     ``encoding_errors``: strict (stop with the file and line), replace (U+FFFD) or skip
@@ -248,17 +244,15 @@ def read_lines(segment, encoding_errors="strict", progress=None, with_positions=
                     text = chunk.decode("utf-8")
                 except UnicodeDecodeError as error:
                     if encoding_errors == "strict":
-                        raise _not_utf8(segment.path, line_start + error.start) from None
+                        raise _not_utf8(segment.path, _line_number(segment.path, line_start + error.start)) from None
                     if encoding_errors == "skip":
                         continue
                     text = chunk.decode("utf-8", "replace")
                 text = text.rstrip("\r\n")
                 pieces = split_long_text(text) if len(text) > MAX_PARSE_CHARS else (text,)
-                for piece in pieces:
-                    yield (line_start, piece) if with_positions else piece
+                yield from pieces
             else:
-                for piece in _long_line_pieces(f, chunk, line_start, segment.path, encoding_errors, progress):
-                    yield (line_start, piece) if with_positions else piece
+                yield from _long_line_pieces(f, chunk, line_start, segment.path, encoding_errors, progress)
                 position = f.tell()  # the long line ended somewhere past this chunk
 
 
@@ -285,7 +279,7 @@ def _long_line_pieces(f, chunk, chunk_start, path, encoding_errors, progress):
             pending += decoder.decode(chunk, final=ended)
         except UnicodeDecodeError as error:
             if encoding_errors == "strict":
-                raise _not_utf8(path, chunk_start + max(0, error.start)) from None
+                raise _not_utf8(path, _line_number(path, chunk_start + max(0, error.start))) from None
             while not ended:  # skip: drop the rest of the line
                 chunk = f.readline(_READ_BYTES)
                 if progress:
@@ -397,8 +391,7 @@ def _jsonl_texts(path, text_column, encoding_errors, progress):
                 line = line.decode("utf-8")
             except UnicodeDecodeError:
                 if encoding_errors == "strict":
-                    raise UserError(f"{path}, line {number}: bytes that are not UTF-8 (convert the file to UTF-8, "
-                                    "or pass --encoding_errors replace or skip)") from None
+                    raise _not_utf8(path, number) from None
                 if encoding_errors == "skip":
                     continue
                 line = line.decode("utf-8", "replace")
@@ -415,8 +408,9 @@ def _check_text_column(path, text_column, columns, types):
     if text_column not in columns:
         raise UserError(f"{path}: no column {text_column!r} (it has {', '.join(map(repr, columns))}); "
                         "name the text's column with --text_column")
-    kind = str(types[columns.index(text_column)])
-    if kind not in ("string", "large_string", "string_view", "Value('string')", "Value('large_string')"):
+    kind = types[columns.index(text_column)]
+    kind = getattr(kind, "dtype", str(kind))  # a datasets feature's Arrow type name, or the Arrow type's
+    if kind not in ("string", "large_string", "string_view"):
         raise UserError(f"{path}: the column {text_column!r} holds {kind}, not text; "
                         "name the text's column with --text_column")
 
@@ -430,8 +424,9 @@ def _parquet_texts(path, text_column, encoding_errors, progress):
         raise UserError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0][:200]})") from None
     schema = parquet.schema_arrow
     _check_text_column(path, text_column, schema.names, schema.types)
-    yield from _batched_texts(parquet.iter_batches(batch_size=_RECORDS_PER_READ, columns=[text_column]),
-                              parquet.metadata.num_rows, os.path.getsize(path), progress)
+    batches = (batch.column(0).to_pylist()
+               for batch in parquet.iter_batches(batch_size=_RECORDS_PER_READ, columns=[text_column]))
+    yield from _batched_texts(batches, parquet.metadata.num_rows, os.path.getsize(path), progress)
 
 
 def _datasets_texts(path, text_column, encoding_errors, progress):
@@ -447,9 +442,9 @@ def _datasets_texts(path, text_column, encoding_errors, progress):
 
 
 def _batched_texts(batches, rows, size, progress):
+    """The non-empty texts of batches (lists) of ``rows`` in all; progress as a share of ``size`` bytes."""
     done = reported = 0
-    for batch in batches:
-        texts = batch.column(0).to_pylist() if hasattr(batch, "column") else batch
+    for texts in batches:
         yield from (text for text in texts if text)
         done += len(texts)
         now = size * done // max(rows, 1)

@@ -158,6 +158,17 @@ def test_record_errors_name_the_file_line_and_column(tmp_path, wordpiece_dir):
     broken.write_text('{"text": "一つ目。"\n', encoding="utf-8")
     with pytest.raises(UserError, match=r"broken.jsonl, line 1: not a JSON record"):
         list(iter_documents(str(broken)))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "numbers.parquet")
+    Dataset.from_dict({"text": [1, 2]}).save_to_disk(str(tmp_path / "numbers"))
+    for numbers in (tmp_path / "numbers.parquet", tmp_path / "numbers"):
+        with pytest.raises(UserError, match=r"the column 'text' holds int64, not text; name the text's column"):
+            list(iter_documents(str(numbers)))
+        with pytest.raises(UserError, match=r"no column 'body' \(it has 'text'\)"):
+            list(iter_documents(str(numbers), text_column="body"))
     result = run_script("train_tokenizer.py", ["--input_file", str(bad), "--model_dir", str(tmp_path / "tok")])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}, line 2: no 'text' field")
