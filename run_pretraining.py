@@ -75,7 +75,7 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    from pretraining.inputs import prepare
+    from pretraining.data.prepare import prepare
     from pretraining.presets import load_preset
 
     options = RunOptions(**vars(parse_args(argv)), process_start=PROCESS_START)

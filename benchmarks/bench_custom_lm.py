@@ -34,7 +34,7 @@ PRESETS = {
 
 def held_out_characters(examples_dir, tokenizer_dir):
     """Characters of the held-out tokens that are predicted (all but the first of each block)."""
-    from pretraining.data import load_examples
+    from pretraining.data.cache import load_examples
 
     vocab = open(os.path.join(tokenizer_dir, "vocab.txt"), encoding="utf-8").read().split("\n")[:-1]
     length = [0 if t.startswith("[") and t.endswith("]") else len(t[2:] if t.startswith("##") else t)

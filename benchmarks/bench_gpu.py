@@ -3,7 +3,7 @@
     python benchmarks/bench_gpu.py                 # on a GPU: bert-base seq 512, gpt2-small seq 1024, bf16
     python benchmarks/bench_gpu.py --tiny          # the same path at tiny sizes (what a CPU can run)
 
-Each model runs the project's training forward (pretraining/objectives.py) with AdamW, clipping
+Each model runs the project's training forward (pretraining/families/) with AdamW, clipping
 and bf16 autocast, without and with torch.compile. MFU divides model FLOPs (pretraining/flops.py)
 by the device's peak (a table of known GPUs, or --peak_tflops). Random ids: no corpus needed.
 """
@@ -18,10 +18,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.bench_step import batches  # noqa: E402
-from pretraining import objectives  # noqa: E402
-from pretraining.flops import FlopCounter, device_peak_tflops  # noqa: E402
+from pretraining.modeling import install  # noqa: E402
+from pretraining.flops import device_peak_tflops  # noqa: E402
 from pretraining.presets import parse_preset  # noqa: E402
-from pretraining.registry import FAMILIES, Vocabulary  # noqa: E402
+from pretraining.families import FAMILIES, Vocabulary  # noqa: E402
 
 COMMON = {"learning-rate": 1e-4, "train-steps": 1, "save-steps": 1, "logging-steps": 1, "dropout": 0.1}
 FULL = {
@@ -39,9 +39,9 @@ def run(family, values, vocab, steps, compile_model, device):
     spec = FAMILIES[family]
     torch.manual_seed(0)
     preset = parse_preset(f"{family}-bench", values)
-    model = spec.model_class()(spec.build_config(preset, vocab)).to(device).train()
-    objectives.install(model, spec.training_forward)
-    counter = FlopCounter(family, model)
+    model = spec.create(preset, vocab).to(device).train()
+    install(model, spec.training_forward)
+    step_flops = spec.flops(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     if compile_model:
         model = torch.compile(model)
@@ -62,7 +62,7 @@ def run(family, values, vocab, steps, compile_model, device):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        flops += counter.step_flops(batch)
+        flops += step_flops(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started

@@ -25,7 +25,7 @@ PRESET = {"number-of-layers": 4, "hidden-size": 256, "ffn-inner-hidden-size": 10
 
 TRAINER_SCRIPT = r"""
 import json, sys, time, torch
-from pretraining.data import load_examples
+from pretraining.data.cache import load_examples
 from transformers import (AutoTokenizer, BertConfig, BertForPreTraining, DataCollatorForLanguageModeling, Trainer,
                           TrainerCallback, TrainingArguments)
 examples, tokenizer_dir, steps, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -56,7 +56,7 @@ ELECTRA = {"number-of-layers": 4, "hidden-size": 256, "embedding-size": 128, "ff
 # tied generator head, sampling at masked positions, MLM + 50 x replaced-token-detection loss.
 PLAIN_ELECTRA = r"""
 import json, sys, time, torch, torch.nn.functional as F
-from pretraining.data import load_examples
+from pretraining.data.cache import load_examples
 from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, ElectraConfig, ElectraForMaskedLM,
                           ElectraForPreTraining)
 examples, tokenizer_dir, steps, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -107,10 +107,10 @@ def data_loading_seconds(examples, tokenizer_dir, batches):
     """Time our sampler + dataset + collator alone for ``batches`` batches."""
     import torch
 
-    from pretraining.data import load_examples
+    from pretraining.data.cache import load_examples
     from pretraining.presets import parse_preset
-    from pretraining.registry import family_of, vocabulary_for
-    from pretraining.sampler import GlobalBatchSampler, IndexedExamples
+    from pretraining.families import family_of, vocabulary_for
+    from pretraining.data.sampler import GlobalBatchSampler, IndexedExamples
     from tokenizer.encoder import SubwordEncoder
 
     preset = parse_preset("bert-bench", dict(PRESET, **{"train-steps": batches, "logging-steps": 10}))

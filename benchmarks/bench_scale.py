@@ -29,9 +29,9 @@ PRESETS = {"nsp": "bert-base", "packed": "gpt2-small", "span": "t5-small"}
 LOADER_COST = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from pretraining.collators import CausalLMCollator, MaskedLMCollator, Seq2SeqCollator
-from pretraining.data import load_examples
-from pretraining.sampler import GlobalBatchSampler, IndexedExamples
+from pretraining.data.collators import CausalLMCollator, MaskedLMCollator, Seq2SeqCollator
+from pretraining.data.cache import load_examples
+from pretraining.data.sampler import GlobalBatchSampler, IndexedExamples
 from tokenizer.encoder import SubwordEncoder
 folder, tokenizer_dir, kind = sys.argv[2:5]
 encoder = SubwordEncoder(tokenizer_dir)

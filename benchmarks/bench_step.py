@@ -3,7 +3,7 @@
     python benchmarks/bench_step.py [--steps 8] [--families bert,gpt2]
 
 BERT: 4 layers, hidden 256, sequence 512, vocabulary 32768, batch 8; stock is BertForPreTraining
-with its full MLM head and its own loss, ours the training forward of pretraining/objectives.py
+with its full MLM head and its own loss, ours the training forward of pretraining/families/
 (MLM head at the masked positions only). GPT-2: the same sizes; stock is GPT2LMHeadModel's loss,
 ours the chunked output-layer loss. Both sides use the same weights, batches, AdamW and clipping;
 steps alternate between the two so that the machine's drift hits both alike. Prints the median
@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretraining import objectives  # noqa: E402
-from pretraining.collators import MaskedLMCollator  # noqa: E402
+from pretraining.modeling import install  # noqa: E402
+from pretraining.data.collators import MaskedLMCollator  # noqa: E402
 from pretraining.presets import parse_preset  # noqa: E402
-from pretraining.registry import FAMILIES, Vocabulary  # noqa: E402
+from pretraining.families import FAMILIES, Vocabulary  # noqa: E402
 
 SIZES = {"number-of-layers": 4, "hidden-size": 256, "ffn-inner-hidden-size": 1024, "attention-heads": 4,
          "sequence-length": 512, "learning-rate": 1e-4, "batch-size": {"-1": 8}, "train-steps": 1, "save-steps": 1,
@@ -66,9 +66,9 @@ class Side:
         spec = FAMILIES[family]
         torch.manual_seed(0)
         preset = parse_preset(f"{family}-bench", SIZES)
-        self.model = spec.model_class()(spec.build_config(preset, vocab)).train()
+        self.model = spec.create(preset, vocab).train()
         if ours:
-            objectives.install(self.model, spec.training_forward)
+            install(self.model, spec.training_forward)
         self.family, self.ours = family, ours
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=True)
 

@@ -15,7 +15,7 @@ from pretraining.checkpoints import ACCELERATE_DIR, PRESET_FILE, STATE_FILE
 from pretraining.presets import load_preset
 from ja_common.errors import UserError
 
-from pretraining.electra import DISCRIMINATOR_DIR, GENERATOR_DIR
+from pretraining.models.electra import DISCRIMINATOR_DIR, GENERATOR_DIR
 
 MODEL_FILES = ("config.json", "model.safetensors")
 

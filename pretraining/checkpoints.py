@@ -1,4 +1,5 @@
-"""Checkpoints: model_dir/checkpoint-<step>/ with the model, the tokenizer and the accelerate state.
+"""Checkpoints: model_dir/checkpoint-<step>/ with the model, the tokenizer and the accelerate state;
+and the model directories themselves (``ModelWriter``), final or inside a checkpoint.
 
 A checkpoint is written under a temporary name and renamed when complete, and an old one
 is renamed away before it is deleted, so a kill at any moment leaves every
@@ -17,9 +18,13 @@ import shutil
 
 from ja_common.errors import UserError
 from ja_common.files import make_staging_dir, remove_dead_debris, remove_directory
+from tokenizer.train import TOKENIZER_FILES
 
-STATE_FILE = "trainer_state.json"
+from .run_record import RunRecord
+
+STATE_FILE = "trainer_state.json"  # the run's record (pretraining/run_record.py) at the checkpoint's step
 PRESET_FILE = "pretraining_preset.json"  # in checkpoints and the final model: how it was trained
+RESULTS_FILE = "eval_results.json"  # the last held-out figures, beside the model they score
 MANIFEST_FILE = "checkpoint_manifest.json"
 ACCELERATE_DIR = "accelerate_state"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -46,6 +51,68 @@ def newest_checkpoint(model_dir):
 def read_state(checkpoint):
     with open(os.path.join(checkpoint, STATE_FILE), encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_record(checkpoint):
+    return RunRecord.from_json(read_state(checkpoint))
+
+
+def write_results(directory, results):
+    with open(os.path.join(directory, RESULTS_FILE), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+
+
+class TokenizerFiles:
+    """The tokenizer beside every saved model, with the tokens the family adds (T5's sentinels)."""
+
+    def __init__(self, tokenizer_dir, family, encoder):
+        self.tokenizer_dir = tokenizer_dir
+        self.hf_tokenizer = None
+        if family.extra_tokens is not None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=True)
+            extra = family.extra_tokens(encoder)
+            tokenizer.add_special_tokens({"additional_special_tokens": list(extra)})
+            tokenizer.eos_token = "[SEP]"
+            assert tokenizer.convert_tokens_to_ids(list(extra)) == list(extra.values())
+            self.hf_tokenizer = tokenizer
+
+    def write(self, directory):
+        if self.hf_tokenizer is not None:
+            self.hf_tokenizer.save_pretrained(directory)
+            return
+        for name in TOKENIZER_FILES:
+            source = os.path.join(self.tokenizer_dir, name)
+            if os.path.isfile(source):
+                shutil.copy2(source, os.path.join(directory, name))
+
+
+class ModelWriter:
+    """Writes a model directory: the weights, the tokenizer (in each part's folder too), how it was
+    trained and its last held-out figures.
+
+    ``write`` is called on every rank: under FSDP and DeepSpeed ZeRO-3 the full weights are
+    gathered from all of them (accelerate's documented get_state_dict); the main process writes.
+    """
+
+    def __init__(self, accelerator, model, family, record, tokenizer_files):
+        self.accelerator, self.model, self.family = accelerator, model, family
+        self.record, self.tokenizer_files = record, tokenizer_files
+
+    def write(self, directory, eval_results=None):
+        state_dict = self.accelerator.get_state_dict(self.model)
+        if not self.accelerator.is_main_process:
+            return
+        self.accelerator.unwrap_model(self.model).save_pretrained(directory, state_dict=state_dict)
+        self.tokenizer_files.write(directory)
+        for part in self.family.parts:  # ELECTRA: each part loads with its tokenizer
+            self.tokenizer_files.write(os.path.join(directory, part))
+        with open(os.path.join(directory, PRESET_FILE), "w", encoding="utf-8") as f:
+            json.dump(self.record.preset_record(), f, indent=2)
+        if eval_results is not None:
+            write_results(directory, eval_results)
 
 
 def _sha256(path):
@@ -106,12 +173,13 @@ def newest_intact_checkpoint(model_dir, warn=print):
     return None
 
 
-def save_checkpoint(accelerator, model_dir, step, write_files, state, keep):
+def save_checkpoint(accelerator, model_dir, writer, record, keep, eval_results=None):
     """Save on every rank (each writes its RNG state); the main process writes and renames the rest.
 
-    ``write_files(directory)``, called on every rank, writes the model and tokenizer (on the main process).
+    ``writer`` (a ModelWriter) writes the model and tokenizer; ``record`` (a RunRecord) is the
+    run's at the step reached.
     """
-    final = os.path.join(model_dir, f"checkpoint-{step}")
+    final = os.path.join(model_dir, f"checkpoint-{record.step}")
     # the main process makes the staging directory; every rank writes its RNG state into it
     temporary = [make_staging_dir(final) if accelerator.is_main_process else None]
     if accelerator.num_processes > 1:
@@ -126,10 +194,10 @@ def save_checkpoint(accelerator, model_dir, step, write_files, state, keep):
         # load_state reads it; the model users load is the save_pretrained one (safetensors).
         accelerator.save_state(os.path.join(temporary, ACCELERATE_DIR), safe_serialization=False)
         accelerator.wait_for_everyone()
-        write_files(temporary)
+        writer.write(temporary, eval_results)
         if accelerator.is_main_process:
             with open(os.path.join(temporary, STATE_FILE), "w", encoding="utf-8") as f:
-                json.dump(state, f, indent=2)
+                json.dump(record.to_json(), f, indent=2)
             write_manifest(temporary)
     except (OSError, RuntimeError) as error:
         shutil.rmtree(temporary, ignore_errors=True)

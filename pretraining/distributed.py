@@ -50,3 +50,19 @@ def set_cpu_threads():
     except AttributeError:
         cores = os.cpu_count() or 1
     torch.set_num_threads(max(1, cores // local_world_size()))
+
+
+def gather_rank_batches(accelerator, my_batch):
+    """The batch sizes of every rank, in rank order."""
+    if accelerator.num_processes == 1:
+        return [my_batch]
+    from accelerate.utils import gather_object
+
+    return gather_object([my_batch])
+
+
+def set_deepspeed_micro_batch(accelerator, my_batch):
+    """DeepSpeed wants the micro-batch size, which accelerate reads from prepared loaders; ours is
+    not prepared (the sampler shards the data itself)."""
+    if accelerator.state.deepspeed_plugin is not None:
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = my_batch

@@ -9,22 +9,18 @@
   left exactly as it was.
 """
 
-import json
 import math
-import os
 
 import torch
 
-from .build import ExampleSpec
-from .data import load_examples
-from .objectives import objective_means, total_loss
+from .data.build import ExampleSpec
+from .data.cache import load_examples
+from .meters import objective_means, total_loss
 
 EVAL_SEED_OFFSET = 1_000_003  # the held-out masks' seed: the run's seed plus this
-RESULTS_FILE = "eval_results.json"
-LM_OBJECTIVES = ("lm", "span", "forward", "backward")  # their perplexity is reported too
 
 
-def evaluate(accelerator, model, dataset, collator, batch_size, seed):
+def evaluate(accelerator, model, dataset, collator, batch_size, seed, perplexity=()):
     """{'examples': n, 'loss/mlm': ..., 'acc/mlm': ..., 'perplexity/lm': ...} over the whole split."""
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(dataset), world))
@@ -51,22 +47,16 @@ def evaluate(accelerator, model, dataset, collator, batch_size, seed):
     if was_training:
         model.train()
     totals = (accelerator.reduce(sums, reduction="sum") if world > 1 else sums).tolist()
-    return figures(names, totals, len(dataset))
+    return figures(names, totals, len(dataset), perplexity)
 
 
-def figures(names, totals, examples):
-    """The objectives' means from the (sum, count) totals, with the perplexities of the language models."""
+def figures(names, totals, examples, perplexity=()):
+    """The objectives' means from the (sum, count) totals, with the perplexities of ``perplexity``."""
     results = {"examples": examples, **objective_means(names, totals)}
     for name in names:
-        if name in LM_OBJECTIVES:
+        if name in perplexity:
             results[f"perplexity/{name}"] = math.exp(min(results[f"loss/{name}"], 700))
     return results
-
-
-def write_results(directory, results):
-    with open(os.path.join(directory, RESULTS_FILE), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
 
 
 class Evaluator:
@@ -78,12 +68,12 @@ class Evaluator:
         self.dataset, _ = load_examples(validation_dir, spec, split=split)
         self.seed = options.seed + EVAL_SEED_OFFSET
         self.collator = family.make_collator(preset, vocab, self.seed, options.do_whole_word_mask)
-        self.batch_size, self.weights = batch_size, family.loss_weights(preset)
+        self.batch_size, self.weights, self.perplexity = batch_size, family.loss_weights(preset), family.perplexity
         self.every = options.eval_steps or preset.eval_steps or preset.save_steps
         self.last, self.best = None, best
 
     def run(self, accelerator, model, step):
-        results = evaluate(accelerator, model, self.dataset, self.collator, self.batch_size, self.seed)
+        results = evaluate(accelerator, model, self.dataset, self.collator, self.batch_size, self.seed, self.perplexity)
         results = {"step": step, "loss": total_loss(results, self.weights), **results}
         self.last = results
         self.best = results["loss"] if self.best is None else min(self.best, results["loss"])

@@ -8,7 +8,18 @@ import torch
 from ja_common.errors import UserError
 
 from . import checkpoints as ckpt
-from .objectives import objective_means, total_loss
+
+
+def objective_means(names, totals):
+    """{"loss/<name>" or "acc/<name>": mean} from the (sum, count) totals laid out as the training step
+    returns them: sum and count of ``names[0]``, then of ``names[1]``, ..."""
+    return {(name if name.startswith("acc/") else f"loss/{name}"): totals[2 * k] / max(totals[2 * k + 1], 1)
+            for k, name in enumerate(names)}
+
+
+def total_loss(means, weights):
+    """The training objective's value: the weighted sum of the objectives' mean losses."""
+    return sum(weights.get(key[5:], 1.0) * value for key, value in means.items() if key.startswith("loss/"))
 
 
 class LossMeter:

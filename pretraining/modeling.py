@@ -3,13 +3,11 @@ the family's training forward and the preset's speed switches, its optimizer, an
 model loaded back for evaluation."""
 
 import dataclasses
-import os
+from types import MethodType
 
 import torch
 
 from ja_common.errors import UserError
-
-from . import objectives
 
 
 def apply_speed_flags(preset, options):
@@ -26,7 +24,7 @@ def set_speed_switches(model, family, preset):
     """Attention implementation and gradient checkpointing, through transformers' public switches."""
     for part in [getattr(model, name) for name in family.parts] or [model]:
         if preset.attention_implementation:
-            if not family.transformer:
+            if not family.attention:
                 raise UserError(f"--model_type {preset.model_type}: the {family.name} family has no attention; drop "
                                 "\"attention-implementation\"")
             try:
@@ -54,41 +52,27 @@ def optimizer_for(model, preset):
         return torch.optim.AdamW(groups, lr=preset.learning_rate, betas=(0.9, 0.999), eps=1e-6)
 
 
-def build_model(family, preset, vocab, seed):
-    """The model, with the family's training forward (objectives.py) and the preset's speed switches."""
-    model = _new_or_pretrained_model(family, preset, vocab, seed)
-    set_speed_switches(model, family, preset)
-    if family.training_forward is not None:
-        objectives.install(model, family.training_forward)
+def install(model, training_forward):
+    """Give this model instance a forward that takes a batch and returns {name: (sum, count)}."""
+    model.forward = MethodType(training_forward, model)
     return model
 
 
-def _new_or_pretrained_model(family, preset, vocab, seed):
+def build_model(family, preset, vocab, seed):
+    """The model, with the family's training forward and the preset's speed switches."""
     from accelerate.utils import set_seed
 
-    if family.create is not None:
-        set_seed(seed)
-        return family.create(preset, vocab)
-    model_class = family.model_class()
-    if preset.pretrained_model_name_or_path:
-        path = preset.pretrained_model_name_or_path
-        if not os.path.isdir(path):
-            raise UserError(f"pretrained_model_name_or_path {path} is not a directory")
-        model = model_class.from_pretrained(path)
-        if model.config.vocab_size != vocab.size:
-            raise UserError(f"{path} has a vocabulary of {model.config.vocab_size}, the tokenizer {vocab.size}: "
-                            "continue pretraining with the tokenizer the model was trained with")
-        if preset.frozen_layers >= 0:
-            for module in family.frozen_modules(model, preset.frozen_layers):
-                module.requires_grad_(False)
-        return model
     set_seed(seed)
-    return model_class(family.build_config(preset, vocab))
+    model = family.create(preset, vocab)
+    set_speed_switches(model, family, preset)
+    if family.training_forward is not None:
+        install(model, family.training_forward)
+    return model
 
 
 def load_trained_model(family, model_dir):
     """A trained model directory (final or checkpoint), with the family's training forward."""
-    model = family.load(model_dir) if family.load else family.model_class().from_pretrained(model_dir)
+    model = family.load(model_dir)
     if family.training_forward is not None:
-        objectives.install(model, family.training_forward)
+        install(model, family.training_forward)
     return model

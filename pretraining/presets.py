@@ -62,7 +62,6 @@ KEYS = {
     "attention-implementation": ("attention_implementation", str, None),
 }
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
-TRANSFORMER_KEYS = ("ffn-inner-hidden-size", "attention-heads")
 
 
 @dataclass
@@ -112,7 +111,7 @@ class Preset:
 
     @property
     def example_kind(self):
-        """Which examples the family trains on (see pretraining/examples.py)."""
+        """Which examples the family trains on (see pretraining/data/builders.py)."""
         return _families()[self.family].example_kind
 
     def batch_size_for_node(self, node_rank):
@@ -130,7 +129,7 @@ class Preset:
 
 
 def _families():
-    from .registry import FAMILIES  # the family specs (imported when a preset is read: they import torch)
+    from .families import FAMILIES  # the family specs (imported when a preset is read)
 
     return FAMILIES
 
@@ -193,9 +192,7 @@ def parse_preset(model_type, data):
             raise UserError(f"parameter.json '{model_type}': unknown key \"{key}\" (known: {', '.join(sorted(KEYS))})")
         attr, kind, _ = KEYS[key]
         values[attr] = _convert(model_type, key, value, kind)
-    required = [k for k, (_, _, d) in KEYS.items() if d is REQUIRED]
-    if _families()[family].transformer:
-        required += TRANSFORMER_KEYS
+    required = [k for k, (_, _, d) in KEYS.items() if d is REQUIRED] + list(_families()[family].required_keys)
     missing = [k for k in required if k not in data]
     if missing:
         raise UserError(f"parameter.json '{model_type}': missing key(s) {', '.join(repr(k) for k in missing)}")
@@ -220,8 +217,6 @@ def _check_ranges(p):
         raise UserError(f"{where}: choose either \"fp16-type\" or \"bf16\", not both")
     if p.dropout is not None and not 0 <= p.dropout < 1:
         raise UserError(f"{where}: \"dropout\" must be in [0, 1)")
-    if p.attention_heads and p.family != "t5" and p.hidden_size % p.attention_heads:  # T5 has its own d_kv
-        raise UserError(f"{where}: \"hidden-size\" {p.hidden_size} is not divisible by \"attention-heads\" {p.attention_heads}")
     if p.example_kind == "nsp" or p.example_kind == "sop":
         if p.sequence_length < 8:
             raise UserError(f"{where}: \"sequence-length\" must be at least 8 for sentence pairs")

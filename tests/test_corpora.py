@@ -10,14 +10,14 @@ import random
 import numpy as np
 import pytest
 
-import pretraining.build as build
+import pretraining.data.build as build
 from conftest import ROOT, SAMPLE_CORPUS, run_python, run_script, sample_lines
-from pretraining import storage
-from pretraining.collators import MaskedLMCollator, mask_tokens
-from pretraining.build import ExampleSpec
-from pretraining.data import load_examples, prepare_examples
-from pretraining.mixing import MixedExamples, sources
-from pretraining.sampler import GlobalBatchSampler
+from pretraining.data import storage
+from pretraining.data.collators import MaskedLMCollator, mask_tokens
+from pretraining.data.build import ExampleSpec
+from pretraining.data.cache import load_examples, prepare_examples
+from pretraining.data.mixing import MixedExamples, sources
+from pretraining.data.sampler import GlobalBatchSampler
 from ja_common.corpus import input_bytes, iter_documents, split_sentences
 from tokenizer.encoder import SubwordEncoder
 from ja_common.errors import UserError

@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, SAMPLE_CORPUS
 from pretraining.distributed import rank_batch_size
 from pretraining.presets import parse_preset
-from pretraining.sampler import GlobalBatchSampler
+from pretraining.data.sampler import GlobalBatchSampler
 from ja_common.errors import UserError
 
 pytestmark = pytest.mark.slow

@@ -55,7 +55,7 @@ def test_extraction_round_trip_without_project(trained, tmp_path):
          "--output_dir", str(out), "--parameter_file", params, "--model_type", "electra-test",
          "--generator", "--discriminator"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    from pretraining.electra import ElectraPretrainingModel
+    from pretraining.models.electra import ElectraPretrainingModel
 
     combined = ElectraPretrainingModel.from_directories(model_dir / "checkpoint-100" / "generator",
                                                         model_dir / "checkpoint-100" / "discriminator").eval()

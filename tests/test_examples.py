@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-import pretraining.build as builder
+import pretraining.data.build as builder
 from conftest import ROOT, SAMPLE_CORPUS, run_python, sample_lines
-from pretraining.build import ExampleSpec
-from pretraining.data import load_examples, prepare_examples
-from pretraining.examples import span_lengths
+from pretraining.data.build import ExampleSpec
+from pretraining.data.cache import load_examples, prepare_examples
+from pretraining.data.builders import span_lengths
 from ja_common.corpus import iter_documents
 from tokenizer.encoder import SubwordEncoder
 from ja_common.errors import UserError

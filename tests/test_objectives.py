@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretraining import objectives
-from pretraining.collators import CausalLMCollator, MaskedLMCollator, Seq2SeqCollator
+from pretraining.families import losses
+from pretraining.modeling import install
+from pretraining.data.collators import CausalLMCollator, MaskedLMCollator, Seq2SeqCollator
 from pretraining.presets import parse_preset
-from pretraining.registry import FAMILIES, Vocabulary
+from pretraining.families import FAMILIES, Vocabulary
 from test_pretraining import TINY
 
 VOCAB = Vocabulary(size=300, pad_id=0, cls_id=2, sep_id=3, mask_id=4)
@@ -28,7 +29,7 @@ def test_linear_cross_entropy_equals_the_plain_loss_and_gradients(rows, chunk, w
     bias = torch.randn(50, requires_grad=True) if with_bias else None
     labels = torch.randint(0, 50, (rows,))
     labels[::5] = -100
-    total, count = objectives.linear_cross_entropy(hidden, weight, bias, labels, chunk_rows=chunk)
+    total, count = losses.linear_cross_entropy(hidden, weight, bias, labels, chunk_rows=chunk)
     (2.5 * total).backward()
     got = [t.grad.clone() for t in (hidden, weight, bias) if t is not None]
     for t in (hidden, weight, bias):
@@ -47,7 +48,7 @@ def test_linear_cross_entropy_under_bf16_autocast_keeps_float32_loss():
     hidden, weight = torch.randn(64, 32, requires_grad=True), torch.randn(100, 32, requires_grad=True)
     labels = torch.randint(0, 100, (64,))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        total, _ = objectives.linear_cross_entropy(hidden, weight, None, labels, chunk_rows=16)
+        total, _ = losses.linear_cross_entropy(hidden, weight, None, labels, chunk_rows=16)
     total.backward()
     assert total.dtype == torch.float32 and hidden.grad.dtype == torch.float32 and weight.grad.dtype == torch.float32
     expected = stock_sum_ce(F.linear(hidden, weight), labels)
@@ -72,9 +73,7 @@ def model_for(family, **extra):
     preset = parse_preset(f"{family}-x", dict(TINY, **{"dropout": 0.0, **extra}))
     spec = FAMILIES[family]
     torch.manual_seed(0)
-    if spec.create is not None:
-        return spec, spec.create(preset, VOCAB).eval()
-    return spec, spec.model_class()(spec.build_config(preset, VOCAB)).eval()
+    return spec, spec.create(preset, VOCAB).eval()
 
 
 @pytest.mark.parametrize("family,pair_name,pair_label,pair_logits", [
@@ -87,7 +86,7 @@ def test_sparse_mlm_head_equals_the_full_head(family, pair_name, pair_label, pai
     with torch.no_grad():
         stock = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       token_type_ids=batch["token_type_ids"])
-        objectives.install(model, spec.training_forward)
+        install(model, spec.training_forward)
         sparse = model(batch)
     assert torch.allclose(sparse["mlm"][0], stock_sum_ce(stock.prediction_logits, batch["labels"]), rtol=1e-5)
     assert int(sparse["mlm"][1]) == int((batch["labels"] != -100).sum()) == len(batch["mlm_positions"])
@@ -110,7 +109,7 @@ def test_electra_generator_head_runs_at_masked_positions_only():
 
 @pytest.mark.parametrize("family", ["gpt2", "t5", "gatedcnn", "lstm", "elmo"])
 def test_chunked_lm_loss_equals_the_stock_forward(family, monkeypatch):
-    monkeypatch.setattr(objectives, "CHUNK_ROWS", 7)  # several chunks even for a tiny batch
+    monkeypatch.setattr(losses, "CHUNK_ROWS", 7)  # several chunks even for a tiny batch
     extra = {"kernel-size": 3, "block-size": 2} if family == "gatedcnn" else {}
     extra.update({"tie-weights": True, "embedding-size": 32} if family == "lstm" else {})
     spec, model = model_for(family, **extra)
@@ -131,7 +130,7 @@ def test_chunked_lm_loss_equals_the_stock_forward(family, monkeypatch):
                         "backward": stock_sum_ce(out.backward_logits[:, 1:], ids[:, :-1])}
         else:
             expected = {"lm": stock_sum_ce(model(input_ids=ids).logits[:, :-1], ids[:, 1:])}
-        objectives.install(model, spec.training_forward)
+        install(model, spec.training_forward)
         got = model(batch)
     assert got.keys() == expected.keys()
     for name in expected:

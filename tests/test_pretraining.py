@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, SAMPLE_CORPUS, run_python, sample_lines, write_presets
-from pretraining.collators import MaskedLMCollator, mask_tokens
+from pretraining.data.collators import MaskedLMCollator, mask_tokens
 from pretraining.presets import load_preset, parse_preset
 from ja_common.errors import UserError
 
@@ -35,16 +35,18 @@ def params(tmp_path_factory):
     return write_presets(tmp_path_factory, PRESETS)
 
 
-def pretrain_command(params, tokenizer_dir, model_dir, model_type, *extra):
-    """(arguments, environment) of a run_pretraining.py run with its own cache, logs and run name."""
-    args = [sys.executable, os.path.join(ROOT, "run_pretraining.py"), "--input_file", SAMPLE_CORPUS,
+def pretrain_command(params, tokenizer_dir, model_dir, model_type, *extra, entry=None):
+    """(arguments, environment) of a run_pretraining.py run with its own cache, logs and run name;
+    ``entry``: the command that starts it (default: the script)."""
+    entry = entry or [sys.executable, os.path.join(ROOT, "run_pretraining.py")]
+    args = [*entry, "--input_file", SAMPLE_CORPUS,
             "--tokenizer_dir", tokenizer_dir, "--parameter_file", params, "--model_type", model_type,
             "--model_dir", str(model_dir), "--logging_dir", str(model_dir) + "-runs", "--run_name", "test", *extra]
     return args, dict(os.environ, JA_PRETRAINING_CACHE=str(model_dir) + "-cache")
 
 
-def pretrain(params, tokenizer_dir, model_dir, model_type, *extra, check=True, cwd=None):
-    args, env = pretrain_command(params, tokenizer_dir, model_dir, model_type, *extra)
+def pretrain(params, tokenizer_dir, model_dir, model_type, *extra, check=True, cwd=None, entry=None):
+    args, env = pretrain_command(params, tokenizer_dir, model_dir, model_type, *extra, entry=entry)
     result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
@@ -53,9 +55,9 @@ def pretrain(params, tokenizer_dir, model_dir, model_type, *extra, check=True, c
     return result
 
 
-def kill_once_saved(params, tokenizer_dir, model_dir, model_type, checkpoint, *extra):
+def kill_once_saved(params, tokenizer_dir, model_dir, model_type, checkpoint, *extra, entry=None):
     """Start a run and kill -9 it as soon as ``checkpoint`` exists."""
-    args, env = pretrain_command(params, tokenizer_dir, model_dir, model_type, *extra)
+    args, env = pretrain_command(params, tokenizer_dir, model_dir, model_type, *extra, entry=entry)
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (model_dir / checkpoint).exists() and time.time() < deadline and process.poll() is None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import pretraining.checkpoints as ckpt
+from pretraining.run_record import RunRecord
 from conftest import ROOT, SAMPLE_CORPUS, sample_lines, write_presets
 from ja_common.files import current_umask
 from ja_common.locks import exclusive, lock_path
@@ -148,7 +149,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(finished, tm
     before = snapshot(model_dir)
     with pytest.raises(UserError, match=r"checkpoint-10 failed \(the disk is full\); nothing of it was kept\. The "
                                         r"last complete checkpoint is .*checkpoint-8"):
-        ckpt.save_checkpoint(FullDisk(), str(model_dir), 10, lambda d: None, {}, keep=4)
+        ckpt.save_checkpoint(FullDisk(), str(model_dir), None, RunRecord(model_type="bert-test", step=10), keep=4)
     assert snapshot(model_dir) == before  # no temporary directory left, nothing removed
 
 
@@ -268,7 +269,7 @@ def test_examples_cache_has_one_builder_and_no_debris(params, wordpiece_dir, tmp
 
 
 def test_pair_examples_use_long_lines(params, wordpiece_dir, tmp_path):
-    from pretraining.data import load_examples
+    from pretraining.data.cache import load_examples
 
     lines = sample_lines()
     corpus = tmp_path / "long.txt"  # one document on one line, as in a corpus without sentence breaks

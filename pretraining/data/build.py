@@ -4,13 +4,13 @@ The main process streams the corpus's documents (any format ja_common/corpus.py 
 cuts them into chunks of about CHUNK_CHARS characters, each file on its own (``plan_chunks``).
 Worker processes split each chunk's documents into sentences and the sentences into MeCab
 words, encode them with the subword model into one flat array (tokenizer/encoder.py), build
-the examples of the objective as numpy arrays (pretraining/examples.py) with a random
+the examples of the objective as numpy arrays (pretraining/data/builders.py) with a random
 generator seeded by (seed, chunk), and write an Arrow file in the compact form of
-pretraining/storage.py (``build_chunk``). The main process copies the chunk files, in chunk
+pretraining/data/storage.py (``build_chunk``). The main process copies the chunk files, in chunk
 order, into the folder's data files (``Split``). The result is independent of the number of
 workers and of the corpus format (a .jsonl file and the same text as .txt give the same
 folder), and memory is bounded by the chunk size and a few chunks in flight, not the corpus
-size. pretraining/data.py decides when to build, and installs and opens the folders.
+size. pretraining/data/cache.py decides when to build, and installs and opens the folders.
 """
 
 import collections
@@ -27,7 +27,7 @@ from ja_common.corpus import DEFAULT_TEXT_COLUMN, iter_documents, split_sentence
 from ja_common.processes import die_with_parent
 from tokenizer.encoder import SubwordEncoder
 
-from . import examples as ex
+from . import builders as ex
 from . import storage
 
 CHUNK_CHARS = 192 << 10  # about 550 KB of Japanese text a chunk
@@ -115,7 +115,7 @@ def tokenize_chunk(encoder, documents):
 
 
 def build_columns(text, spec, encoder, chunk_index):
-    """One chunk's examples as columns (see pretraining/examples.py); for the packed objectives
+    """One chunk's examples as columns (see pretraining/data/builders.py); for the packed objectives
     the tokens left over after its last whole block (else None); and how many of the chunk's
     tokens the examples hold (packed: all but the leftover)."""
     cls_id, sep_id = encoder.token_id("[CLS]"), encoder.token_id("[SEP]")

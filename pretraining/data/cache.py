@@ -1,4 +1,4 @@
-"""The examples cache: corpus + tokenizer -> a folder of examples, built once (pretraining/build.py),
+"""The examples cache: corpus + tokenizer -> a folder of examples, built once (pretraining/data/build.py),
 installed whole, reused by fingerprint, opened as a ``datasets.Dataset``.
 
 The folder is keyed by a fingerprint of the corpus files (path, size, mtime), the text
@@ -22,7 +22,7 @@ from ja_common.locks import exclusive
 from tokenizer.encoder import SubwordEncoder
 
 from . import build
-from . import examples as ex
+from . import builders as ex
 from . import storage
 
 from .mixing import MixedExamples, is_mixture, read_mixture

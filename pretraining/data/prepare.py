@@ -8,7 +8,7 @@ from tokenizer.encoder import SubwordEncoder
 from ja_common.errors import UserError
 
 from .build import ExampleSpec
-from .data import INFO_FILE, default_cache_root, load_examples, prepare_examples
+from .cache import INFO_FILE, default_cache_root, load_examples, prepare_examples
 from .mixing import sources, write_mixture
 
 
@@ -33,30 +33,35 @@ def check_evaluation_flags(options):
         raise UserError("--eval_steps must be at least 1")
 
 
-def prepare(options, preset, show_progress=True):
-    """Build or reuse the examples; returns (the examples folder, the held-out folder or None)."""
+def prepare(options, preset, show_progress=True, encoder=None):
+    """Build or reuse the examples; returns (the examples folder, the held-out folder or None).
+
+    ``encoder``: the run's tokenizer (of --tokenizer_dir) where the caller has opened it already.
+    """
     check_evaluation_flags(options)
+    if options.input_file or options.validation_file:
+        if not options.tokenizer_dir:
+            raise UserError("--tokenizer_dir is needed to build examples from --input_file")
+        encoder = encoder or SubwordEncoder(options.tokenizer_dir)
+        check_tokenizer_flags(options, encoder)
     train_dir = prepare_split(options, preset, options.input_file, options.dataset_dir,
-                              options.validation_split_percentage, show_progress)
+                              options.validation_split_percentage, show_progress, encoder)
     if options.validation_split_percentage:
         return train_dir, train_dir
     if options.validation_file:
         validation_dir = options.dataset_dir and options.dataset_dir.rstrip("/") + "-validation"
-        return train_dir, prepare_split(options, preset, options.validation_file, validation_dir, None, show_progress)
+        return train_dir, prepare_split(options, preset, options.validation_file, validation_dir, None, show_progress,
+                                        encoder)
     return train_dir, None
 
 
-def prepare_split(options, preset, input_file, dataset_dir, validation_percent, show_progress):
+def prepare_split(options, preset, input_file, dataset_dir, validation_percent, show_progress, encoder):
     spec = ExampleSpec.from_preset(preset, options.seed, validation_percent)
     if not input_file:
         if not dataset_dir:
             raise UserError("give --input_file (a corpus) or --dataset_dir (prepared examples)")
         load_examples(dataset_dir, spec)
         return dataset_dir
-    if not options.tokenizer_dir:
-        raise UserError("--tokenizer_dir is needed to build examples from --input_file")
-    encoder = SubwordEncoder(options.tokenizer_dir)
-    check_tokenizer_flags(options, encoder)
 
     def build(inputs, folder):
         return prepare_examples(

@@ -1,6 +1,6 @@
 """How examples are stored on disk: compact columns, expanded back to what the collators read.
 
-The builders (pretraining/examples.py) give ``input_ids``, ``word_ids`` (the MeCab word of each
+The builders (pretraining/data/builders.py) give ``input_ids``, ``word_ids`` (the MeCab word of each
 token, -1 for [CLS]/[SEP]) and, for sentence pairs, ``token_type_ids``. Stored as int32 lists
 that is 8-9 bytes a token; a 100 GB corpus would need 200 GB of examples. Stored instead:
 
@@ -18,7 +18,7 @@ those of the int32 columns. Folders built before (with int32 columns) are read a
 import numpy as np
 import pyarrow as pa
 
-from .examples import ListColumn
+from .builders import ListColumn
 
 UINT16_IDS = 1 << 16  # ids below this fit in uint16
 

@@ -1,9 +1,9 @@
-"""What a training step computes for each family: the losses as (sum, count), with less work.
+"""The loss pieces the families' training forwards share: losses as (sum, count), with less work.
 
 The model stays the stock class (BertForPreTraining, GPT2LMHeadModel, ...), saved and loaded
 as ever; for training its instance gets a forward that takes the batch and returns the losses
-(``install``), so DDP, FSDP and accelerate's autocast, which all call ``model(...)``, wrap it.
-Two savings over the stock forward:
+(pretraining/modeling.py installs the family's ``training_forward``), so DDP, FSDP and
+accelerate's autocast, which all call ``model(...)``, wrap it. Two savings over the stock forward:
 
 - MLM (BERT, ALBERT, the ELECTRA generator): the output layer runs only at the masked
   positions (MosaicBERT's and NVIDIA's "sparse prediction"), about 15% of the tokens. The
@@ -14,8 +14,6 @@ Two savings over the stock forward:
 
 Each equals the stock computation to float tolerance (tests/test_objectives.py).
 """
-
-from types import MethodType
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +69,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 None if grad_bias is None else (grad_bias * grad_total).to(ctx.weight_dtype), None, None)
 
 
-def linear_cross_entropy(hidden, weight, bias, labels, chunk_rows=CHUNK_ROWS):
+def linear_cross_entropy(hidden, weight, bias, labels, chunk_rows=None):
     """(sum, count) of the cross-entropy of ``hidden @ weight.T + bias`` against ``labels`` (any leading shape).
 
     Under autocast the matrix products run in the autocast type, the softmax in float32.
@@ -83,7 +81,8 @@ def linear_cross_entropy(hidden, weight, bias, labels, chunk_rows=CHUNK_ROWS):
         hidden, weight = hidden.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
     with torch.autocast(hidden.device.type, enabled=False):
-        total = _LinearCrossEntropy.apply(hidden, weight, bias, labels, chunk_rows)
+        # CHUNK_ROWS read here, not bound as a default: a test lowers it to cover several chunks
+        total = _LinearCrossEntropy.apply(hidden, weight, bias, labels, chunk_rows or CHUNK_ROWS)
     return total, (labels != IGNORE).sum()
 
 
@@ -95,81 +94,3 @@ def accuracy(logits, labels):
 def masked_rows(hidden, batch):
     """The hidden states at the masked positions the collator listed (flat indices): no sync."""
     return hidden.reshape(-1, hidden.size(-1)).index_select(0, batch["mlm_positions"])
-
-
-def objective_means(names, totals):
-    """{"loss/<name>" or "acc/<name>": mean} from the (sum, count) totals laid out as the training step
-    returns them: sum and count of ``names[0]``, then of ``names[1]``, ..."""
-    return {(name if name.startswith("acc/") else f"loss/{name}"): totals[2 * k] / max(totals[2 * k + 1], 1)
-            for k, name in enumerate(names)}
-
-
-def total_loss(means, weights):
-    """The training objective's value: the weighted sum of the objectives' mean losses."""
-    return sum(weights.get(key[5:], 1.0) * value for key, value in means.items() if key.startswith("loss/"))
-
-
-def install(model, training_forward):
-    """Give this model instance a forward that takes a batch and returns {name: (sum, count)}."""
-    model.forward = MethodType(training_forward, model)
-    return model
-
-
-# ---- one training forward per family ----
-
-def bert_forward(self, batch):
-    sequence, pooled = self.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 token_type_ids=batch["token_type_ids"], return_dict=False)[:2]
-    predicted, pair = self.cls.predictions(masked_rows(sequence, batch)), self.cls.seq_relationship(pooled)
-    return {"mlm": sum_ce(predicted, batch["mlm_labels"]), "nsp": sum_ce(pair, batch["next_sentence_label"]),
-            "acc/mlm": accuracy(predicted, batch["mlm_labels"]), "acc/nsp": accuracy(pair, batch["next_sentence_label"])}
-
-
-def albert_forward(self, batch):
-    sequence, pooled = self.albert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                   token_type_ids=batch["token_type_ids"], return_dict=False)[:2]
-    predicted, pair = self.predictions(masked_rows(sequence, batch)), self.sop_classifier(pooled)
-    return {"mlm": sum_ce(predicted, batch["mlm_labels"]), "sop": sum_ce(pair, batch["sentence_order_label"]),
-            "acc/mlm": accuracy(predicted, batch["mlm_labels"]), "acc/sop": accuracy(pair, batch["sentence_order_label"])}
-
-
-def gpt2_forward(self, batch):
-    ids = batch["input_ids"]
-    hidden = self.transformer(input_ids=ids, return_dict=False)[0]
-    return {"lm": linear_cross_entropy(hidden[:, :-1], self.lm_head.weight, None, ids[:, 1:])}
-
-
-def t5_forward(self, batch):
-    labels = batch["labels"]
-    encoded = self.encoder(input_ids=batch["input_ids"], return_dict=False)[0]
-    decoded = self.decoder(input_ids=self.prepare_decoder_input_ids_from_labels(labels=labels),
-                           encoder_hidden_states=encoded, return_dict=False)[0]
-    # as T5ForConditionalGeneration does: transformers 5.24 names the switch scale_decoder_outputs,
-    # earlier releases scaled when the output layer was tied to the embeddings
-    if getattr(self.config, "scale_decoder_outputs", self.config.tie_word_embeddings):
-        decoded = decoded * (self.config.d_model ** -0.5)
-    return {"span": linear_cross_entropy(decoded, self.lm_head.weight, self.lm_head.bias, labels)}
-
-
-def gatedcnn_forward(self, batch):
-    ids = batch["input_ids"]
-    hidden = self.gated_cnn(ids).last_hidden_state
-    return {"lm": linear_cross_entropy(hidden[:, :-1], self.lm_head.weight, self.lm_head.bias, ids[:, 1:])}
-
-
-def lstm_forward(self, batch):
-    ids = batch["input_ids"]
-    hidden = self.lstm_lm(ids).last_hidden_state
-    if self.projection is not None:
-        hidden = self.projection(hidden)
-    return {"lm": linear_cross_entropy(hidden[:, :-1], self.lm_head.weight, self.lm_head.bias, ids[:, 1:])}
-
-
-def elmo_forward(self, batch):
-    ids = batch["input_ids"]
-    outputs = self.elmo(ids)
-    forward = self.elmo.dropout(outputs.forward_states[-1])
-    backward = self.elmo.dropout(outputs.backward_states[-1])
-    weight, bias = self.softmax.weight, self.softmax.bias
-    return {"forward": linear_cross_entropy(forward[:, :-1], weight, bias, ids[:, 1:]),
-            "backward": linear_cross_entropy(backward[:, 1:], weight, bias, ids[:, :-1])}

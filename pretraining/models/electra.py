@@ -1,4 +1,4 @@
-"""ELECTRA pretraining: a generator and a discriminator trained jointly (Clark et al., 2020).
+"""ELECTRA's pretraining module: a generator and a discriminator trained jointly (Clark et al., 2020).
 
 The generator is the discriminator scaled by ``generator-size`` (hidden size, heads and FFN
 size); both share one embeddings module (token, position and type embeddings), and the
@@ -8,57 +8,12 @@ which tokens were replaced, a sample equal to the original counting as not repla
 """
 
 import os
-from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ja_common.errors import UserError
-
 GENERATOR_DIR, DISCRIMINATOR_DIR = "generator", "discriminator"
-
-
-def generator_fraction(preset):
-    text = preset.generator_size or "1/4"
-    try:
-        fraction = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise UserError(f"parameter.json '{preset.model_type}': \"generator-size\" must be a fraction like \"1/4\", "
-                        f"not {text!r}") from None
-    if not 0 < fraction <= 1:
-        raise UserError(f"parameter.json '{preset.model_type}': \"generator-size\" must be in (0, 1], not {text}")
-    return fraction
-
-
-def generator_sizes(preset):
-    """(hidden, heads, ffn) of the generator, or a clear error when no whole head remains."""
-    fraction = generator_fraction(preset)
-    heads = preset.attention_heads * fraction
-    hidden = preset.hidden_size * fraction
-    ffn = preset.ffn_inner_hidden_size * fraction
-    where = f"parameter.json '{preset.model_type}': \"generator-size\" {preset.generator_size or '1/4'}"
-    if heads.denominator != 1 or heads < 1:
-        raise UserError(f"{where} leaves {float(heads):g} of the {preset.attention_heads} attention heads: choose a "
-                        "size that keeps whole heads, or more \"attention-heads\"")
-    if hidden.denominator != 1 or ffn.denominator != 1 or int(hidden) % int(heads):
-        raise UserError(f"{where} gives a hidden size of {float(hidden):g} that {int(heads)} heads cannot share")
-    return int(hidden), int(heads), int(ffn)
-
-
-def electra_configs(preset, vocab):
-    from transformers import ElectraConfig
-
-    dropout = 0.1 if preset.dropout is None else preset.dropout
-    common = dict(vocab_size=vocab.size, embedding_size=preset.embedding_size or preset.hidden_size,
-                  num_hidden_layers=preset.number_of_layers, max_position_embeddings=max(512, preset.sequence_length),
-                  type_vocab_size=2, pad_token_id=vocab.pad_id, hidden_dropout_prob=dropout,
-                  attention_probs_dropout_prob=dropout)
-    hidden, heads, ffn = generator_sizes(preset)
-    generator = ElectraConfig(hidden_size=hidden, num_attention_heads=heads, intermediate_size=ffn, **common)
-    discriminator = ElectraConfig(hidden_size=preset.hidden_size, num_attention_heads=preset.attention_heads,
-                                  intermediate_size=preset.ffn_inner_hidden_size, **common)
-    return generator, discriminator
 
 
 class ElectraPretrainingModel(nn.Module):
@@ -126,32 +81,3 @@ class ElectraPretrainingModel(nn.Module):
             "acc/discriminator_replaced": ((said_replaced * is_replaced).sum(), is_replaced.sum()),
             "acc/discriminator_original": (((1 - said_replaced) * is_original).sum(), is_original.sum()),
         }
-
-
-def create_electra(preset, vocab):
-    generator_dir = preset.pretrained_generator_model_name_or_path
-    discriminator_dir = preset.pretrained_discriminator_model_name_or_path
-    if bool(generator_dir) != bool(discriminator_dir):
-        raise UserError(f"parameter.json '{preset.model_type}': continued ELECTRA pretraining needs both "
-                        "pretrained_generator_model_name_or_path and pretrained_discriminator_model_name_or_path")
-    if not generator_dir:
-        return ElectraPretrainingModel.from_configs(*electra_configs(preset, vocab))
-    for path in (generator_dir, discriminator_dir):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise UserError(f"{path} is not a model directory (no config.json)")
-    model = ElectraPretrainingModel.from_directories(generator_dir, discriminator_dir)
-    if model.discriminator.config.vocab_size != vocab.size:
-        raise UserError(f"{discriminator_dir} has a vocabulary of {model.discriminator.config.vocab_size}, the "
-                        f"tokenizer {vocab.size}: use the tokenizer the model was trained with")
-    if preset.frozen_layers >= 0:
-        model.discriminator.electra.embeddings.requires_grad_(False)
-        for part in (model.generator, model.discriminator):
-            for layer in part.electra.encoder.layer[: preset.frozen_layers]:
-                layer.requires_grad_(False)
-    return model
-
-
-def load_electra(model_dir):
-    """A trained ELECTRA run's final directory or checkpoint (its generator/ and discriminator/)."""
-    return ElectraPretrainingModel.from_directories(os.path.join(model_dir, GENERATOR_DIR),
-                                                    os.path.join(model_dir, DISCRIMINATOR_DIR))
