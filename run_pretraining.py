@@ -3,6 +3,9 @@
     accelerate launch run_pretraining.py --input_file corpus.txt --tokenizer_dir tok/ \\
         --model_dir model/bert/ --parameter_file parameter.json --model_type bert-base \\
         [--do_whole_word_mask] [--do_continue] [--disable_overwrite_cache]
+
+A stop signal (SIGTERM, SIGINT, SIGUSR1) or --max_minutes saves a checkpoint and exits with
+code 75; run the same command with --do_continue to go on (scripts/slurm_pretrain.sbatch).
 """
 
 import argparse
@@ -55,6 +58,16 @@ def parse_args(argv=None):
     train.add_argument("--seed", type=int, default=RunOptions.seed)
     train.add_argument("--node_rank", type=int, help="this node's rank (default: from the launcher)")
     train.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # torch.distributed.launch passes it
+    stopping = parser.add_argument_group(
+        "stopping and checkpoints by the clock (a stopped run exits with code 75 and writes run_status.json)")
+    stopping.add_argument("--save_minutes", type=float,
+                          help="also write a checkpoint every this many minutes (overrides the preset's save-minutes)")
+    stopping.add_argument("--max_minutes", type=float,
+                          help="stop with a checkpoint before this many minutes since the start (e.g. the job's "
+                               "time limit), leaving time for the save")
+    stopping.add_argument("--stop_signals", nargs="+", default=list(RunOptions.stop_signals), metavar="SIGNAL",
+                          help="signals that save a checkpoint and stop (default: SIGTERM SIGINT SIGUSR1); a second "
+                               "one exits at once")
     speed = parser.add_argument_group("speed (override the preset's keys of the same names)")
     speed.add_argument("--torch_compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the model with torch.compile (inductor)")

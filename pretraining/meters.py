@@ -63,25 +63,30 @@ class NonFiniteWatch:
                             "data, then --do_continue")
 
 
-def reduce_losses(accelerator, losses, batch, weights):
-    """One all-reduce of every objective's (sum, count) and the batch's tokens.
+def reduce_losses(accelerator, losses, batch, weights, requests):
+    """One all-reduce of every objective's (sum, count), the batch's tokens and this rank's stop and
+    save ``requests`` (pretraining/stopping.py).
 
     Returns the objective names, the all-rank totals (sum and count per objective, then real and
     all tokens), this rank's share of the global weighted loss (what it backpropagates: its sums
-    over the global counts) and the global loss itself.
+    over the global counts), the global loss itself and the requests summed over the ranks.
     """
     names = list(losses)
     device = accelerator.device
-    real_tokens = batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
-    local = torch.stack([x.detach().float() for name in names for x in losses[name]]
-                        + [torch.as_tensor(real_tokens, dtype=torch.float32, device=device),
-                           torch.tensor(float(batch["input_ids"].numel()), device=device)])
-    totals = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
+    all_tokens = float(batch["input_ids"].numel())
+    # torch.full passes a host number as a kernel argument; torch.tensor(x, device=...) would copy
+    # it from pageable memory, which on a GPU waits for everything queued before it
+    numbers = [torch.full((), n, dtype=torch.float32, device=device) for n in (all_tokens, all_tokens, *requests)]
+    if "attention_mask" in batch:  # real tokens: padding not counted
+        numbers[0] = batch["attention_mask"].sum().float()
+    local = torch.stack([x.detach().float() for name in names for x in losses[name]] + numbers)
+    reduced = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
+    totals, summed_requests = reduced[:len(reduced) - len(requests)], reduced[len(reduced) - len(requests):]
     sums, counts = totals[0:2 * len(names):2], totals[1:2 * len(names):2].clamp(min=1)
     trained = [k for k, name in enumerate(names) if not name.startswith("acc/")]  # acc/...: logged only
     mine = sum(weights.get(names[k], 1.0) * losses[names[k]][0] / counts[k] for k in trained)
     everyone = sum(weights.get(names[k], 1.0) * sums[k] / counts[k] for k in trained)
-    return names, totals, mine, everyone
+    return names, totals, mine, everyone, summed_requests
 
 
 def log_figures(accelerator, bar, meter, weights, step, scheduler, grad_norm, examples_seen, peak_tflops):

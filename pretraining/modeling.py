@@ -10,10 +10,11 @@ import torch
 from ja_common.errors import UserError
 
 
-def apply_speed_flags(preset, options):
-    """--torch_compile, --gradient_checkpointing, --attention_implementation and --bf16 override the preset."""
+def apply_flag_overrides(preset, options):
+    """--torch_compile, --gradient_checkpointing, --attention_implementation, --bf16 and --save_minutes
+    override the preset."""
     changes = {name: getattr(options, name) for name in ("torch_compile", "gradient_checkpointing",
-                                                        "attention_implementation", "bf16")
+                                                        "attention_implementation", "bf16", "save_minutes")
                if getattr(options, name, None) is not None}
     if changes.get("bf16"):
         changes["fp16_type"] = 0

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from ja_common.corpus import DEFAULT_TEXT_COLUMN
 
+DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+
 
 @dataclass
 class RunOptions:
@@ -40,6 +42,10 @@ class RunOptions:
     logging_dir: str = "runs"
     seed: int = 42
     node_rank: int = None
+    # stopping (pretraining/stopping.py)
+    save_minutes: float = None  # None: the preset's save-minutes
+    max_minutes: float = None  # stop with a checkpoint before this many minutes since the process started
+    stop_signals: tuple = DEFAULT_STOP_SIGNALS
     local_rank: int = None  # torch.distributed.launch passes it; unused
     # speed: None keeps the preset's key of the same name
     torch_compile: bool = None

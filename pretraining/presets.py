@@ -22,6 +22,7 @@ KEYS = {
     "train-steps": ("train_steps", int, REQUIRED),
     "warmup-steps": ("warmup_steps", int, 0),
     "save-steps": ("save_steps", int, REQUIRED),
+    "save-minutes": ("save_minutes", float, None),  # a checkpoint at least this often, besides save-steps
     "logging-steps": ("logging_steps", int, REQUIRED),
     "eval-steps": ("eval_steps", int, None),
     "ffn-inner-hidden-size": ("ffn_inner_hidden_size", int, None),
@@ -76,6 +77,7 @@ class Preset:
     train_steps: int
     save_steps: int
     logging_steps: int
+    save_minutes: float = None
     warmup_steps: int = 0
     ffn_inner_hidden_size: int = None
     attention_heads: int = None
@@ -207,6 +209,8 @@ def _check_ranges(p):
                  "accumulation_steps"):
         if getattr(p, attr) < 1:
             raise UserError(f"{where}: \"{attr.replace('_', '-')}\" must be at least 1")
+    if p.save_minutes is not None and p.save_minutes <= 0:
+        raise UserError(f"{where}: \"save-minutes\" must be positive")
     if p.learning_rate <= 0:
         raise UserError(f"{where}: \"learning-rate\" must be positive")
     if p.fp16_type not in (0, 1, 2, 3):

@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 
 # preset keys a resumed run may change: they decide when to stop, save and log, not what is learned
-RESUMABLE_KEYS = {"train-steps", "save-steps", "logging-steps", "save-total-limit", "batch-size", "torch-compile",
-                  "gradient-checkpointing", "attention-implementation"}
+RESUMABLE_KEYS = {"train-steps", "save-steps", "save-minutes", "logging-steps", "save-total-limit", "batch-size",
+                  "torch-compile", "gradient-checkpointing", "attention-implementation"}
 
 # what a continued run must share with its checkpoint, and how the message names it
 SAME_RUN = (("tokenizer", "the tokenizer (--tokenizer_dir's files)"), ("seed", "--seed"),

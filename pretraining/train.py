@@ -10,7 +10,7 @@ from datetime import datetime
 import torch
 from tqdm.auto import tqdm
 
-from ja_common.errors import UserError
+from ja_common.errors import Stopped, UserError
 from ja_common.files import remove_directory
 
 from . import checkpoints as ckpt
@@ -25,8 +25,9 @@ from .families import family_of, vocabulary_for
 from .flops import device_peak_tflops
 from .meters import LossMeter, NonFiniteWatch, log_figures, reduce_losses
 from .model_card import write_model_card
-from .modeling import apply_speed_flags, build_model, load_trained_model, optimizer_for
+from .modeling import apply_flag_overrides, build_model, load_trained_model, optimizer_for
 from .run_record import RunRecord
+from .stopping import EXIT_STOPPED, STATUS_FILE, Agreement, StopControl, write_status
 
 
 def make_accelerator(preset, options):
@@ -79,6 +80,7 @@ class Training:
     loader: object
     writer: ModelWriter
     model_dir: str
+    stops: StopControl
     evaluator: Evaluator = None
     peak_tflops: float = None
 
@@ -88,9 +90,12 @@ def run_training(options, preset):
         raise UserError("--model_dir is needed for training")
     if options.do_continue and options.overwrite_output_dir:
         raise UserError("--do_continue and --overwrite_output_dir contradict each other: pass one")
-    preset = apply_speed_flags(preset, options)
+    preset = apply_flag_overrides(preset, options)
     family = family_of(preset)
     check_model_dir(options)
+    # from here a stop signal is honoured: at once until training starts, then at a step boundary
+    elapsed = time.time() - options.process_start if options.process_start else 0.0
+    stops = StopControl(options.stop_signals, options.max_minutes, preset.save_minutes, elapsed).install()
     set_cpu_threads()
     accelerator = make_accelerator(preset, options)
     main = accelerator.is_main_process
@@ -146,21 +151,41 @@ def run_training(options, preset):
                                          generator=torch.Generator().manual_seed(options.seed))
     writer = ModelWriter(accelerator, model, family, record, tokenizer_files)
     training = Training(accelerator, family, preset, model, optimizer, scheduler, loader, writer, options.model_dir,
-                        evaluator, device_peak_tflops(options.peak_tflops))
+                        stops, evaluator, device_peak_tflops(options.peak_tflops))
 
+    if main:  # a job script requeues only a run that says "stopped"; one that crashes keeps saying this
+        write_status(options.model_dir, "running", record.step)
     bar = tqdm(total=preset.train_steps, initial=record.step, desc="Pretraining", disable=not main,
                dynamic_ncols=True)
     try:
-        record = train_loop(training, record, bar)
+        record, stopped_at = train_loop(training, record, bar)
     finally:
         bar.close()  # before any error message, so the message is the last line
+    if stopped_at is not None:
+        stop_run(accelerator, options, stops, record, stopped_at)
 
     accelerator.wait_for_everyone()
     writer.write(options.model_dir, evaluator.last if evaluator else None)
     if main:
         write_model_card(options.model_dir, family, preset, info, record, evaluator)
+        write_status(options.model_dir, "finished", record.step)
         print(f"model saved to {options.model_dir}")
     accelerator.end_training()
+
+
+def stop_run(accelerator, options, stops, record, checkpoint):
+    """After a stop request: the run's one line, its status file, and the exit code on every rank."""
+    accelerator.end_training()
+    if not accelerator.is_main_process:
+        if stops.reason is not None:
+            print(f"rank {accelerator.process_index}: {stops.reason} received", flush=True)
+        raise Stopped(None, EXIT_STOPPED)
+    reason = stops.stop_reason()
+    after = f", {stops.seconds_since_signal():.1f} s after the signal" if stops.received_at is not None else ""
+    write_status(options.model_dir, "stopped", record.step, checkpoint=checkpoint, reason=reason)
+    raise Stopped(f"stopped by {reason} at step {record.step}: {checkpoint} written{after}; exit code "
+                  f"{EXIT_STOPPED}. Continue with the same command and --do_continue "
+                  f"({os.path.join(options.model_dir, STATUS_FILE)} says \"stopped\")", EXIT_STOPPED)
 
 
 def resume(accelerator, options, record):
@@ -208,7 +233,7 @@ def run_evaluation(options, preset):
     if not options.model_dir or not os.path.isfile(os.path.join(options.model_dir, PRESET_FILE)):
         raise UserError(f"--do_eval needs --model_dir with a model trained by run_pretraining.py "
                         f"({options.model_dir or 'none given'} holds no {PRESET_FILE})")
-    preset = apply_speed_flags(preset, options)
+    preset = apply_flag_overrides(preset, options)
     family = family_of(preset)
     set_cpu_threads()
     accelerator = make_accelerator(preset, options)
@@ -232,7 +257,8 @@ def run_evaluation(options, preset):
 
 
 def train_loop(training, record, bar):
-    """Train from ``record.step`` to the preset's train-steps; returns the record at the end."""
+    """Train from ``record.step`` to the preset's train-steps, or until a stop request; returns the
+    record at the end and, after a stop, the checkpoint written (else None)."""
     t, accelerator, model, preset = training, training.accelerator, training.model, training.preset
     parameters = [p for p in model.parameters() if p.requires_grad]
     weights = t.family.loss_weights(preset)
@@ -247,14 +273,18 @@ def train_loop(training, record, bar):
         return dataclasses.replace(record, step=step, examples_seen=examples_seen, last_train=last_train,
                                    best_eval_loss=best)
 
+    agreement = Agreement(accelerator.device)
     model.train()
     batches = iter(t.loader)
+    t.stops.start_training()
     while step < preset.train_steps:
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 losses = model(batch)
-            names, totals, loss, global_loss = reduce_losses(accelerator, losses, batch, weights)
+            names, totals, loss, global_loss, requests = reduce_losses(accelerator, losses, batch, weights,
+                                                                       t.stops.local_requests())
+            agreement.received(requests)
             # DDP averages the gradients over the ranks: scaled back, the update is the global mean's
             accelerator.backward(loss * accelerator.num_processes)
             watch.update(global_loss, step + 1)
@@ -269,9 +299,12 @@ def train_loop(training, record, bar):
         t.scheduler.step()
         step += 1
         bar.update(1)
+        t.stops.step_done()
+        stop, clock_save = agreement.read()  # what every rank asked for (pretraining/stopping.py)
         last = step == preset.train_steps
+        stop = stop and not last
         logging_step = step % preset.logging_steps == 0 or last
-        saving_step = step % preset.save_steps == 0 or last
+        saving_step = step % preset.save_steps == 0 or last or clock_save or stop
         eval_step = t.evaluator is not None and (step % t.evaluator.every == 0 or last)
         if not (logging_step or saving_step or eval_step):
             continue
@@ -283,9 +316,13 @@ def train_loop(training, record, bar):
         if eval_step:
             meter.started += run_evaluator(accelerator, model, t.evaluator, step, bar)  # speed figures: training alone
         if saving_step:
-            ckpt.save_checkpoint(accelerator, t.model_dir, t.writer, progress(), preset.save_total_limit,
-                                 t.evaluator.last if t.evaluator is not None else None)
-    return progress()
+            started = time.time()
+            checkpoint = ckpt.save_checkpoint(accelerator, t.model_dir, t.writer, progress(), preset.save_total_limit,
+                                              t.evaluator.last if t.evaluator is not None else None)
+            t.stops.saved(time.time() - started)
+        if stop:
+            return progress(), checkpoint
+    return progress(), None
 
 
 def run_evaluator(accelerator, model, evaluator, step, bar):

@@ -48,7 +48,7 @@ def test_a_toy_family_runs_end_to_end_through_the_cli(tmp_path_factory, wordpiec
     assert sorted(os.listdir(whole)) == sorted(
         ["checkpoint-180", "checkpoint-190", "checkpoint-200", "config.json", "model.safetensors", "README.md",
          "eval_results.json", "pretraining_preset.json", "tokenizer_config.json", "vocab.txt",
-         "tokenizer_training.json"])
+         "tokenizer_training.json", "run_status.json"])
     assert "Load it with" in (whole / "README.md").read_text() and "A Toy model" in (whole / "README.md").read_text()
 
     kill_once_saved(params, wordpiece_dir, broken, "toy-mini", "checkpoint-10", *HELD_OUT, entry=ENTRY)
