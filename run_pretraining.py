@@ -53,6 +53,9 @@ def parse_args(argv=None):
     train.add_argument("--do_whole_word_mask", action="store_true", help="mask every subword of a MeCab word together")
     train.add_argument("--do_continue", action="store_true", help="resume from the newest complete checkpoint")
     train.add_argument("--overwrite_output_dir", action="store_true", help="start afresh in a model_dir with checkpoints")
+    train.add_argument("--allow_data_change", action="store_true",
+                       help="--do_continue on examples other than the checkpoint's (a changed corpus or mix); "
+                            "refused without it")
     train.add_argument("--run_name", help="TensorBoard run name under --logging_dir (default: model_type and time)")
     train.add_argument("--logging_dir", default=RunOptions.logging_dir, help="TensorBoard folder (default: runs/)")
     train.add_argument("--seed", type=int, default=RunOptions.seed)

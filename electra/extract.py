@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 
-from ja_common.files import replace_directory, staging_directory
+from ja_common.files import readable_like_umask, replace_directory, staging_directory
 from pretraining.checkpoints import ACCELERATE_DIR, PRESET_FILE, STATE_FILE
 from pretraining.presets import load_preset
 from ja_common.errors import UserError
@@ -106,5 +106,6 @@ def extract(input_dir, output_dir, generator=True, discriminator=True, parameter
         os.mkdir(built)
         for part in parts:
             shutil.copytree(os.path.join(input_dir, part), os.path.join(built, part))
+        readable_like_umask(built)  # runs written before 2026-12 kept their weights at 0600
         replace_directory(built, output_dir)
     return [os.path.join(output_dir, p) for p in parts]

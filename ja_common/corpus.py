@@ -20,6 +20,7 @@ import json
 import lzma
 import os
 import re
+import sys
 from dataclasses import dataclass
 
 from .errors import UserError
@@ -93,6 +94,20 @@ def input_bytes(path):
     return input_signature(path)[1]
 
 
+def once_each(files):
+    """The files in order, each once (by real path): a file given twice, or matched by two patterns,
+    would repeat its documents, and held-out documents would be trained on too."""
+    seen, kept = set(), []
+    for path in files:
+        real = os.path.realpath(path)
+        if real in seen:
+            print(f"warning: --input_file names {path} more than once; it is read once", file=sys.stderr)
+            continue
+        seen.add(real)
+        kept.append(path)
+    return kept
+
+
 def expand_inputs(inputs):
     """Files named by paths, directories (every file below, sorted) or glob patterns.
 
@@ -125,6 +140,7 @@ def expand_inputs(inputs):
             raise UserError(f"--input_file: {item} does not exist")
         else:
             files.append(item)
+    files = once_each(files)
     for path in files:
         if not os.access(path, os.R_OK) or not (os.path.isfile(path) or is_datasets_folder(path)):
             raise UserError(f"--input_file: cannot read {path} (not a readable file)")

@@ -85,3 +85,27 @@ def replace_directory(built, target):
     os.rename(built, target)
     if aside:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+# what a model directory of transformers or of this project holds (a run's final model or checkpoints)
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+               "pretraining_preset.json")
+
+
+def holds_model(directory):
+    """True when ``directory`` holds a model or a run's checkpoints: work that only its own flags replace."""
+    if not os.path.isdir(directory):
+        return False
+    names = os.listdir(directory)
+    return any(n in MODEL_FILES for n in names) or any(n.startswith("checkpoint-") for n in names)
+
+
+def readable_like_umask(directory):
+    """Give the files below ``directory`` the mode the umask gives new files: some writers (safetensors
+    through a temporary file) leave 0600, which a group's shared directory cannot read."""
+    mode = 0o666 & ~current_umask()
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            if os.stat(path).st_mode & 0o777 != mode:
+                os.chmod(path, mode)

@@ -17,7 +17,7 @@ import re
 import shutil
 
 from ja_common.errors import UserError
-from ja_common.files import make_staging_dir, remove_dead_debris, remove_directory
+from ja_common.files import make_staging_dir, readable_like_umask, remove_dead_debris, remove_directory
 from tokenizer.train import TOKENIZER_FILES
 
 from .run_record import RunRecord
@@ -113,6 +113,7 @@ class ModelWriter:
             json.dump(self.record.preset_record(), f, indent=2)
         if eval_results is not None:
             write_results(directory, eval_results)
+        readable_like_umask(directory)
 
 
 def _sha256(path):

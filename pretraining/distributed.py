@@ -25,6 +25,20 @@ def is_multi_node(preset):
     return -1 not in preset.batch_size
 
 
+def check_nodes(preset, num_processes):
+    """A batch-size by node rank must name exactly the run's nodes: a missing node would silently
+    shrink the global batch the preset gives."""
+    if not is_multi_node(preset):
+        return
+    nodes = max(1, num_processes // local_world_size())
+    if sorted(preset.batch_size) != list(range(nodes)):
+        present = sum(preset.batch_size.get(rank, 0) for rank in range(nodes))
+        raise UserError(f"parameter.json '{preset.model_type}': batch-size names node ranks "
+                        f"{', '.join(map(str, sorted(preset.batch_size)))} but this run has {nodes} node(s): the "
+                        f"global batch would be {present}, not {sum(preset.batch_size.values())}; give one entry per "
+                        f"node (ranks 0 to {nodes - 1}), or {{\"-1\": N}} for one node")
+
+
 def rank_batch_size(preset, override_node_rank=None):
     """This process's share of its node's batch."""
     rank = node_rank(override_node_rank)

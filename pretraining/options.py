@@ -37,6 +37,7 @@ class RunOptions:
     # training
     do_whole_word_mask: bool = False
     do_continue: bool = False
+    allow_data_change: bool = False  # --do_continue on examples other than the checkpoint's
     overwrite_output_dir: bool = False
     run_name: str = None
     logging_dir: str = "runs"

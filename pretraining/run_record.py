@@ -14,10 +14,12 @@ RESUMABLE_KEYS = {"train-steps", "save-steps", "save-minutes", "logging-steps", 
                   "torch-compile", "gradient-checkpointing", "attention-implementation"}
 
 # what a continued run must share with its checkpoint, and how the message names it
-SAME_RUN = (("tokenizer", "the tokenizer (--tokenizer_dir's files)"), ("seed", "--seed"),
+SAME_RUN = (("family", "the model family"), ("tokenizer", "the tokenizer (--tokenizer_dir's files)"), ("seed", "--seed"),
             ("whole_word_mask", "--do_whole_word_mask"),
             ("validation_split_percentage", "--validation_split_percentage"),
-            ("global_batch", "the global batch size (sum of batch-size over the nodes)"))
+            ("global_batch", "the global batch size (sum of batch-size over the nodes)"),
+            ("examples", "the examples (the corpus files, their mix or weights; pass --allow_data_change to "
+                         "continue on the new ones)"))
 
 
 @dataclass
@@ -30,6 +32,7 @@ class RunRecord:
     rank_batches: list = None
     whole_word_mask: bool = None
     tokenizer: str = None  # the tokenizer files' fingerprint
+    examples: str = None  # the training examples' identity (pretraining/data/cache.py examples_identity)
     parameters: dict = None  # the preset as parameter.json gives it
     validation_split_percentage: float = None
     run_name: str = None
@@ -48,11 +51,12 @@ class RunRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
-    def differences(self, other):
+    def differences(self, other, allowed=()):
         """What differs between this (a checkpoint's record) and ``other`` that a resume may not change;
-        a key this record lacks (an older checkpoint's) is not compared."""
+        a key this record lacks (an older checkpoint's) or ``allowed`` lists is not compared."""
         different = [f"{label}: {getattr(self, key)!r} then, {getattr(other, key)!r} now"
-                     for key, label in SAME_RUN if getattr(self, key) is not None and getattr(self, key) != getattr(other, key)]
+                     for key, label in SAME_RUN if key not in allowed and getattr(self, key) is not None
+                     and getattr(self, key) != getattr(other, key)]
         if self.parameters is not None:
             keys = sorted((set(self.parameters) | set(other.parameters)) - RESUMABLE_KEYS)
             changed = [k for k in keys if self.parameters.get(k) != other.parameters.get(k)]
@@ -63,4 +67,4 @@ class RunRecord:
     def preset_record(self):
         """What a model directory records of how it was trained (pretraining_preset.json)."""
         return {"model_type": self.model_type, "family": self.family, "parameters": self.parameters,
-                "seed": self.seed, "whole_word_mask": self.whole_word_mask}
+                "seed": self.seed, "whole_word_mask": self.whole_word_mask, "tokenizer": self.tokenizer}

@@ -1,7 +1,9 @@
 """A pretraining run on accelerate: wires the preset, the examples, the model and the checkpoints
 (``run_training``), the loop (``train_loop``), and the scoring of a trained model (``run_evaluation``)."""
 
+import contextlib
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -12,14 +14,16 @@ from tqdm.auto import tqdm
 
 from ja_common.errors import Stopped, UserError
 from ja_common.files import remove_directory
+from ja_common.locks import exclusive
 
 from . import checkpoints as ckpt
 from .checkpoints import PRESET_FILE, RESULTS_FILE, ModelWriter, TokenizerFiles, write_results
 from .data.build import ExampleSpec
-from .data.cache import load_examples, tokenizer_fingerprint
+from .data.cache import examples_identity, load_examples, tokenizer_fingerprint
 from .data.prepare import prepare
 from .data.sampler import GlobalBatchSampler, IndexedExamples
-from .distributed import gather_rank_batches, rank_batch_size, set_cpu_threads, set_deepspeed_micro_batch
+from .distributed import (check_nodes, gather_rank_batches, rank_batch_size, set_cpu_threads,
+                          set_deepspeed_micro_batch)
 from .evaluate import Evaluator
 from .families import family_of, vocabulary_for
 from .flops import device_peak_tflops
@@ -47,10 +51,27 @@ def make_accelerator(preset, options):
     )
 
 
+def check_paths(options):
+    """The run's folders can be what they are for: nothing to find out at the end."""
+    for flag, path in (("--model_dir", options.model_dir), ("--logging_dir", options.logging_dir)):
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            raise UserError(f"{flag} {path} is a file, not a folder: choose a folder")
+    if options.tokenizer_dir and os.path.realpath(options.tokenizer_dir) == os.path.realpath(options.model_dir):
+        raise UserError(f"--model_dir {options.model_dir} is the --tokenizer_dir: the model would be written over "
+                        "the tokenizer's folder; choose another --model_dir (the tokenizer is copied into it)")
+
+
 def check_model_dir(options):
-    """Checkpoints and a trained model in model_dir are existing work: only named flags touch them."""
+    """Checkpoints and a trained model in model_dir are existing work, and so are files that are not
+    a run's: only named flags touch them."""
+    check_paths(options)
     if options.overwrite_output_dir:
         return
+    theirs = foreign_files(options.model_dir)
+    if theirs:
+        raise UserError(f"--model_dir {options.model_dir} holds files that are not a run's ({', '.join(theirs[:3])}"
+                        f"{', ...' if len(theirs) > 3 else ''}): choose an empty or new folder, or pass "
+                        "--overwrite_output_dir to train there anyway (files of the same names are replaced)")
     existing = ckpt.list_checkpoints(options.model_dir)
     if existing and not options.do_continue:
         raise UserError(f"{options.model_dir} already holds checkpoints (newest: {os.path.basename(existing[-1][1])}): "
@@ -58,6 +79,36 @@ def check_model_dir(options):
     if not existing and os.path.isfile(os.path.join(options.model_dir, PRESET_FILE)):
         raise UserError(f"{options.model_dir} holds a trained model and no checkpoint to continue from: pass "
                         "--overwrite_output_dir to train a new one in its place, or choose another --model_dir")
+
+
+def foreign_files(model_dir):
+    """What model_dir holds that no run of this project wrote (a trained model's files are a run's)."""
+    if not os.path.isdir(model_dir) or os.path.isfile(os.path.join(model_dir, PRESET_FILE)):
+        return []
+    return sorted(n for n in os.listdir(model_dir)
+                  if not (n.startswith((".", "checkpoint-")) or n == STATUS_FILE))  # ours: debris, checkpoints
+
+
+@contextlib.contextmanager
+def owned_by_this_run(model_dir, is_main):
+    """One run owns a model directory at a time: a lock beside it (ja_common/locks.py, safe on a shared
+    filesystem, broken when its holder is gone), held by the main process for the whole run."""
+    if not is_main:
+        yield
+        return
+
+    def refuse(lock):
+        try:
+            with open(lock, encoding="utf-8") as f:
+                holder = json.load(f)
+            who = f"process {holder['pid']} on {holder['host']}"
+        except (OSError, ValueError, KeyError):
+            who = "another process"
+        raise UserError(f"--model_dir {model_dir} is in use by another run ({who}, lock {lock}): wait for it to "
+                        "end, or choose another --model_dir")
+
+    with exclusive(model_dir, on_wait=refuse):
+        yield
 
 
 def open_encoder(tokenizer_dir):
@@ -98,6 +149,12 @@ def run_training(options, preset):
     stops = StopControl(options.stop_signals, options.max_minutes, preset.save_minutes, elapsed).install()
     set_cpu_threads()
     accelerator = make_accelerator(preset, options)
+    with owned_by_this_run(options.model_dir, accelerator.is_main_process):
+        train(options, preset, family, accelerator, stops)
+
+
+def train(options, preset, family, accelerator, stops):
+    """The run, in the model directory it owns."""
     main = accelerator.is_main_process
 
     # data: one process per node builds, the others wait and load; the tokenizer is opened once
@@ -111,6 +168,7 @@ def run_training(options, preset):
     encoder = encoder or open_encoder(tokenizer_dir)
     vocab = vocabulary_for(preset, encoder)
 
+    check_nodes(preset, accelerator.num_processes)
     my_batch = rank_batch_size(preset, options.node_rank)
     rank_batches = gather_rank_batches(accelerator, my_batch)
     set_deepspeed_micro_batch(accelerator, my_batch)
@@ -128,7 +186,8 @@ def run_training(options, preset):
     record = RunRecord(model_type=preset.model_type, family=family.name, seed=options.seed,
                        global_batch=sum(rank_batches), rank_batches=rank_batches,
                        whole_word_mask=options.do_whole_word_mask, tokenizer=tokenizer_fingerprint(tokenizer_dir),
-                       parameters=preset.raw, validation_split_percentage=options.validation_split_percentage or 0)
+                       parameters=preset.raw, validation_split_percentage=options.validation_split_percentage or 0,
+                       examples=examples_identity(dataset_dir))
     resumed = resume(accelerator, options, record)
     run_name = options.run_name or (resumed and resumed.run_name)
     record = dataclasses.replace(record, run_name=run_name or f"{preset.model_type}-{datetime.now():%Y%m%d-%H%M%S}",
@@ -213,7 +272,7 @@ def resume(accelerator, options, record):
             accelerator.print(f"no checkpoint in {options.model_dir} yet: starting from step 0")
         return None
     saved = ckpt.read_record(checkpoint)
-    different = saved.differences(record)
+    different = saved.differences(record, allowed=("examples",) if options.allow_data_change else ())
     if different:
         raise UserError(f"--do_continue: {checkpoint} was trained with another setup ({'; '.join(different)}); restore "
                         "it to continue, or start a new run with --overwrite_output_dir or another --model_dir")
@@ -244,7 +303,9 @@ def run_evaluation(options, preset):
         raise UserError("--do_eval needs held-out examples: --validation_split_percentage (as in training) or "
                         "--validation_file")
     _, info = load_examples(validation_dir)
-    vocab = vocabulary_for(preset, encoder or open_encoder(info["tokenizer_dir"]))
+    tokenizer_dir = options.tokenizer_dir or info["tokenizer_dir"]
+    check_trained_as(options, preset, family, tokenizer_dir)
+    vocab = vocabulary_for(preset, encoder or open_encoder(tokenizer_dir))
     model = load_trained_model(family, options.model_dir)
     model = accelerator.prepare(model)
     evaluator = Evaluator(validation_dir, options.validation_split_percentage, family, preset, vocab, options,
@@ -254,6 +315,19 @@ def run_evaluation(options, preset):
         write_results(options.model_dir, results)
         print("eval " + "  ".join(f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, float)))
         print(f"written to {os.path.join(options.model_dir, RESULTS_FILE)}")
+
+
+def check_trained_as(options, preset, family, tokenizer_dir):
+    """--do_eval scores a model as it was trained: the same preset, tokenizer and masking."""
+    with open(os.path.join(options.model_dir, PRESET_FILE), encoding="utf-8") as f:
+        trained = RunRecord.from_json(json.load(f))
+    now = RunRecord(model_type=preset.model_type, family=family.name, seed=options.seed,
+                    whole_word_mask=options.do_whole_word_mask, tokenizer=tokenizer_fingerprint(tokenizer_dir),
+                    parameters=preset.raw)
+    different = trained.differences(now)
+    if different:
+        raise UserError(f"--do_eval: {options.model_dir} was trained with another setup ({'; '.join(different)}): "
+                        f"give the preset ({trained.model_type}) and flags it was trained with")
 
 
 def train_loop(training, record, bar):

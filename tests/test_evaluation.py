@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLE_CORPUS, write_presets
+from conftest import SAMPLE_CORPUS, sample_lines, write_presets
 from test_pretraining import TINY, kill_once_saved, logged, pretrain, weights
 
 PRESETS = {
@@ -90,7 +90,9 @@ def test_evaluation_does_not_touch_training(bert_run, params, wordpiece_dir, tmp
 
 def test_language_models_report_perplexity(params, wordpiece_dir, tmp_path):
     model_dir = tmp_path / "gpt2"
-    pretrain(params, wordpiece_dir, model_dir, "gpt2-eval", "--validation_file", SAMPLE_CORPUS)
+    held_out = tmp_path / "held-out.txt"  # a file of its own: a training input is refused as --validation_file
+    held_out.write_text("\n".join(sample_lines()[-40:]) + "\n", encoding="utf-8")
+    pretrain(params, wordpiece_dir, model_dir, "gpt2-eval", "--validation_file", str(held_out))
     results = json.load(open(model_dir / "eval_results.json"))
     assert results["perplexity/lm"] == pytest.approx(np.exp(results["loss/lm"]))
     losses = logged(model_dir, "eval/loss")

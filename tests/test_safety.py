@@ -30,6 +30,7 @@ PRESETS = {
                                   "learning-rate": 1e-3}),
     "bert-safe-wide": dict(TINY, **{"train-steps": 8, "save-steps": 2, "save-total-limit": 4, "dropout": 0.1,
                                     "hidden-size": 32}),
+    "bert-safe-long": dict(TINY, **{"train-steps": 100000, "save-steps": 100000}),
 }
 
 
@@ -291,3 +292,146 @@ def test_pair_examples_use_long_lines(params, wordpiece_dir, tmp_path):
     assert result.returncode == 0 and "need at least two sentences a document" in result.stderr, result.stderr
     result = subprocess.run(prepare_command(wordpiece_dir, tmp_path / "normal", params), capture_output=True, text=True)
     assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+
+
+# ---- the second probe's findings (issue "Nothing lost, no silent surprises") ----
+
+def run_options(model_dir, **flags):
+    from pretraining.options import RunOptions
+
+    return RunOptions(model_type="bert-safe", model_dir=str(model_dir), **flags)
+
+
+def test_a_second_run_on_the_same_model_dir_is_refused(params, wordpiece_dir, tmp_path):
+    """One run owns a model directory: the second gets one line, the first goes on unharmed."""
+    from test_pretraining import pretrain_command
+
+    model_dir = tmp_path / "shared"
+    args, env = pretrain_command(params, wordpiece_dir, model_dir, "bert-safe-long")
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (model_dir / "run_status.json").exists() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.01)  # written when training starts
+    assert os.path.exists(lock_path(model_dir)), "the first run does not hold the model directory"
+    second = pretrain(params, wordpiece_dir, model_dir, "bert-safe-long", "--seed", "7", "--do_continue", check=False)
+    line = last_line(second)
+    assert f"--model_dir {model_dir} is in use by another run (process {first.pid} on" in line, line
+    assert first.poll() is None, "the first run did not survive the second"
+    first.send_signal(signal.SIGTERM)  # it stops with a checkpoint of its own run
+    assert first.wait(timeout=300) == 75, first.communicate()[0][-2000:]
+    assert ckpt.read_record(ckpt.newest_checkpoint(str(model_dir))).seed == 42
+    assert not os.path.exists(lock_path(model_dir))  # released on the way out
+
+
+def test_a_model_dir_of_the_users_own_files_is_refused(params, wordpiece_dir, tmp_path):
+    from pretraining.train import check_model_dir
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    (mine / "config.json").write_text("{}")
+    with pytest.raises(UserError, match=r"holds files that are not a run's \(README.md, config.json\)"):
+        check_model_dir(run_options(mine))
+    check_model_dir(run_options(mine, overwrite_output_dir=True))  # the flag says the user means it
+    line = last_line(pretrain(params, wordpiece_dir, mine, "bert-safe", check=False))
+    assert "holds files that are not a run's" in line and (mine / "README.md").read_text() == "my notes"
+
+
+def test_paths_that_cannot_work_are_refused_before_training(params, wordpiece_dir, tmp_path):
+    from pretraining.train import check_model_dir
+
+    with pytest.raises(UserError, match="is the --tokenizer_dir"):
+        check_model_dir(run_options(wordpiece_dir, tokenizer_dir=wordpiece_dir, overwrite_output_dir=True))
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match=r"--model_dir .*file is a file, not a folder"):
+        check_model_dir(run_options(a_file))
+    with pytest.raises(UserError, match=r"--logging_dir .*file is a file, not a folder"):
+        check_model_dir(run_options(tmp_path / "new", logging_dir=str(a_file)))
+
+
+def test_overwrite_never_replaces_the_vocabulary_of_a_model(finished, tmp_path):
+    from tokenizer.train import TokenizerSettings, train_tokenizer
+
+    model_dir = copy_run(finished, tmp_path / "bert")
+    before = snapshot(model_dir)
+    with pytest.raises(UserError, match="holds a model or checkpoints, not only a tokenizer"):
+        train_tokenizer([SAMPLE_CORPUS], str(model_dir), TokenizerSettings(vocab_size=2000), overwrite=True,
+                        show_progress=False)
+    assert snapshot(model_dir) == before
+
+
+def test_model_files_are_readable_as_the_umask_says(finished):
+    mode = 0o666 & ~current_umask()
+    for path in [finished / "model.safetensors", finished / "checkpoint-8" / "model.safetensors",
+                 finished / "config.json"]:
+        assert os.stat(path).st_mode & 0o777 == mode, (path, oct(os.stat(path).st_mode))
+
+
+def test_a_corpus_of_blank_documents_says_so(wordpiece_dir, tmp_path):
+    from pretraining.data.build import ExampleSpec
+    from pretraining.data.cache import prepare_examples
+
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"text": "   "}\n{"text": ""}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="the corpus has no text: every document of .*blank.jsonl is blank"):
+        prepare_examples([str(blank)], wordpiece_dir, ExampleSpec("nsp", 32), dataset_dir=str(tmp_path / "ex"),
+                         show_progress=False)
+
+
+def test_continue_on_changed_examples_is_refused_unless_allowed(params, wordpiece_dir, finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path / "bert")
+    grown = tmp_path / "grown.txt"
+    grown.write_text(open(SAMPLE_CORPUS, encoding="utf-8").read() + "新しい段落が一つ書き足された。\n", encoding="utf-8")
+    for changed in (("--input_file", str(grown)), ("--input_file", f"{SAMPLE_CORPUS}:1", f"{grown}:0.5")):
+        line = last_line(pretrain(params, wordpiece_dir, model_dir, "bert-safe", "--do_continue", *changed,
+                                  check=False))
+        assert "was trained with another setup (the examples (the corpus files" in line, line
+    result = pretrain(params, wordpiece_dir, model_dir, "bert-safe", "--do_continue", "--input_file", str(grown),
+                      "--allow_data_change")
+    assert "resumed from" in result.stdout + result.stderr
+
+
+def test_a_file_given_twice_is_read_once_and_held_out_files_are_not_trained_on(tmp_path, capsys):
+    from ja_common.corpus import expand_inputs
+    from pretraining.data.prepare import check_held_out_inputs
+
+    copy = tmp_path / "again.txt"
+    copy.symlink_to(SAMPLE_CORPUS)
+    assert expand_inputs([SAMPLE_CORPUS, SAMPLE_CORPUS, str(copy)]) == [SAMPLE_CORPUS]
+    assert "is read once" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--validation_file .* is also a training input"):
+        check_held_out_inputs(run_options(tmp_path, input_file=[f"{SAMPLE_CORPUS}:1"], validation_file=[str(copy)]))
+
+
+def test_do_eval_refuses_another_preset_or_tokenizer(params, wordpiece_dir, bpe_dir, finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path / "bert")
+    (model_dir / "eval_results.json").write_text("{}")
+    for model_type, tokenizer, expected in (("bert-safe-lr", wordpiece_dir, "preset keys learning-rate"),
+                                            ("bert-safe", bpe_dir, "the tokenizer")):
+        line = last_line(pretrain(params, tokenizer, model_dir, model_type, "--do_eval",
+                                  "--validation_split_percentage", "20", check=False))
+        assert "--do_eval:" in line and "was trained with another setup" in line and expected in line, line
+    assert (model_dir / "eval_results.json").read_text() == "{}"  # nothing overwritten
+
+
+def test_examples_of_another_tokenizer_are_refused(params, wordpiece_dir, bpe_dir, finished):
+    from pretraining.data.prepare import prepare
+
+    folder = next(p.parent for p in (finished.parent / "bert-cache").rglob("examples_info.json"))
+    preset = parse_preset("bert-safe", PRESETS["bert-safe"])
+    with pytest.raises(UserError, match="holds examples of another tokenizer"):
+        prepare(run_options(finished, dataset_dir=str(folder), tokenizer_dir=bpe_dir), preset, show_progress=False)
+    prepare(run_options(finished, dataset_dir=str(folder), tokenizer_dir=wordpiece_dir), preset, show_progress=False)
+
+
+def test_a_batch_size_by_node_must_name_the_runs_nodes(monkeypatch):
+    from pretraining.distributed import check_nodes
+
+    preset = parse_preset("bert-x", dict(TINY, **{"batch-size": {"0": 3, "1": 5}}))
+    with pytest.raises(UserError, match=r"names node ranks 0, 1 but this run has 1 node\(s\): the global batch "
+                                        r"would be 3, not 8"):
+        check_nodes(preset, num_processes=1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    check_nodes(preset, num_processes=4)  # two nodes of two processes
+    check_nodes(parse_preset("bert-x", TINY), num_processes=1)  # {"-1": N}: any single node

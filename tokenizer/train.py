@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 
-from ja_common.files import make_staging_dir, staging_directory
+from ja_common.files import holds_model, make_staging_dir, staging_directory
 
 from ja_common.corpus import DEFAULT_TEXT_COLUMN, expand_inputs, input_bytes
 from .encoder import CONTINUATION
@@ -198,6 +198,9 @@ def train_tokenizer(
     settings.validate()
     if num_files < 1:
         raise UserError("--num_files must be at least 1")
+    if holds_model(model_dir):  # --overwrite replaces a tokenizer, never the model trained with it
+        raise UserError(f"--model_dir {model_dir} holds a model or checkpoints, not only a tokenizer: replacing its "
+                        "vocabulary would break the model; choose another --model_dir")
     if holds_tokenizer(model_dir) and not overwrite:
         raise UserError(f"{model_dir} already holds a tokenizer: pass --overwrite to replace it")
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):

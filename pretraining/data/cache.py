@@ -53,6 +53,29 @@ def examples_fingerprint(files, tokenizer_dir, spec, text_column=DEFAULT_TEXT_CO
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def examples_identity(dataset_dir):
+    """What a run trained on, as a checkpoint records it: the folder's fingerprint (its corpus files,
+    tokenizer and spec), or for a mix the fingerprints and weights of its sources."""
+    if not is_mixture(dataset_dir):
+        return read_info(dataset_dir)["fingerprint"]
+    sources = [[read_info(s["examples"])["fingerprint"], s["weight"]] for s in read_mixture(dataset_dir)]
+    return "mix-" + hashlib.sha256(json.dumps(sources).encode()).hexdigest()[:24]
+
+
+def check_examples_tokenizer(dataset_dir, tokenizer_dir, encoder):
+    """Examples are the ids of one tokenizer: another one would train a model that reads other words."""
+    infos = [read_info(s["examples"]) for s in read_mixture(dataset_dir)] if is_mixture(dataset_dir) else \
+        [read_info(dataset_dir)]
+    fingerprint = tokenizer_fingerprint(tokenizer_dir)
+    for info in filter(None, infos):
+        # folders built before the tokenizer's fingerprint was recorded: its vocabulary size tells most
+        same = info["tokenizer"] == fingerprint if "tokenizer" in info else info["vocab_size"] == encoder.vocab_size
+        if not same:
+            raise UserError(f"--dataset_dir {dataset_dir} holds examples of another tokenizer ({info['tokenizer_dir']}, "
+                            f"{info['vocab_size']} entries) than --tokenizer_dir {tokenizer_dir} ({encoder.vocab_size}): "
+                            "give the tokenizer they were built with, or build them again with --input_file")
+
+
 def default_cache_root():
     root = os.environ.get("JA_PRETRAINING_CACHE")
     if root:
@@ -125,6 +148,8 @@ def prepare_examples(input_files, tokenizer_dir, spec, dataset_dir=None, num_pro
                 return dataset_dir
         info = _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_proc, encoding_errors,
                       show_progress, text_column)
+    if info["examples"] == 0 and info.get("tokens", 1) == 0:
+        raise UserError(f"the corpus has no text: every document of {', '.join(files)} is blank")
     if info["examples"] == 0:
         raise UserError(
             f"the corpus gave no {spec.kind} examples of length {spec.sequence_length}: it is too small for this "
@@ -170,6 +195,7 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
             "builder_version": BUILDER_VERSION,
             "spec": asdict(spec),
             "tokenizer_dir": os.path.abspath(tokenizer_dir),
+            "tokenizer": tokenizer_fingerprint(tokenizer_dir),
             "vocab_size": encoder.vocab_size,
             "corpus": [os.path.abspath(p) for p in files],
             "text_column": text_column,

@@ -8,7 +8,7 @@ from tokenizer.encoder import SubwordEncoder
 from ja_common.errors import UserError
 
 from .build import ExampleSpec
-from .cache import INFO_FILE, default_cache_root, load_examples, prepare_examples
+from .cache import INFO_FILE, check_examples_tokenizer, default_cache_root, load_examples, prepare_examples
 from .mixing import sources, write_mixture
 
 
@@ -33,17 +33,31 @@ def check_evaluation_flags(options):
         raise UserError("--eval_steps must be at least 1")
 
 
+def check_held_out_inputs(options):
+    """A held-out file that is also trained on would score the model on its training data."""
+    if not (options.validation_file and options.input_file):
+        return
+    from ja_common.corpus import expand_inputs
+
+    training = {os.path.realpath(p) for inputs, _ in sources(options.input_file) for p in expand_inputs(inputs)}
+    both = [p for p in expand_inputs(options.validation_file) if os.path.realpath(p) in training]
+    if both:
+        raise UserError(f"--validation_file {both[0]} is also a training input (--input_file): hold out other "
+                        "documents, or use --validation_split_percentage")
+
+
 def prepare(options, preset, show_progress=True, encoder=None):
     """Build or reuse the examples; returns (the examples folder, the held-out folder or None).
 
     ``encoder``: the run's tokenizer (of --tokenizer_dir) where the caller has opened it already.
     """
     check_evaluation_flags(options)
-    if options.input_file or options.validation_file:
-        if not options.tokenizer_dir:
-            raise UserError("--tokenizer_dir is needed to build examples from --input_file")
+    if (options.input_file or options.validation_file) and not options.tokenizer_dir:
+        raise UserError("--tokenizer_dir is needed to build examples from --input_file")
+    if options.tokenizer_dir:
         encoder = encoder or SubwordEncoder(options.tokenizer_dir)
         check_tokenizer_flags(options, encoder)
+    check_held_out_inputs(options)
     train_dir = prepare_split(options, preset, options.input_file, options.dataset_dir,
                               options.validation_split_percentage, show_progress, encoder)
     if options.validation_split_percentage:
@@ -61,6 +75,8 @@ def prepare_split(options, preset, input_file, dataset_dir, validation_percent, 
         if not dataset_dir:
             raise UserError("give --input_file (a corpus) or --dataset_dir (prepared examples)")
         load_examples(dataset_dir, spec)
+        if encoder is not None:
+            check_examples_tokenizer(dataset_dir, options.tokenizer_dir, encoder)
         return dataset_dir
 
     def build(inputs, folder):
