@@ -207,16 +207,20 @@ class open_binary:
     .gz/.bz2/.xz; ``raw.tell()`` is the position in the file on disk (for progress bars)."""
 
     def __init__(self, path):
-        self.raw = open(path, "rb")
-        compression = corpus_format(path)[1]
-        self.stream = COMPRESSIONS[compression](self.raw) if compression else self.raw
+        self.path, self.raw = path, open(path, "rb")
+        self.compression = corpus_format(path)[1]
+        self.stream = COMPRESSIONS[self.compression](self.raw) if self.compression else self.raw
 
     def __enter__(self):
         return self.stream, self.raw
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, error, traceback):
         self.stream.close()
         self.raw.close()
+        # a truncated or damaged archive: EOFError, gzip's BadGzipFile and bz2's OSError, lzma's LZMAError
+        if self.compression and isinstance(error, (EOFError, OSError, lzma.LZMAError)):
+            raise UserError(f"{self.path}: the {self.compression} file is damaged or cut short ({error}); "
+                            "decompress it to check, or compress it again") from None
 
 
 def _not_utf8(path, line_number):

@@ -1,5 +1,6 @@
 """User-facing errors: one line on stderr, a non-zero exit, no traceback."""
 
+import errno
 import functools
 import sys
 
@@ -15,6 +16,11 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, message, code):
         super().__init__(message)
         self.message, self.code = message, code
+
+
+def disk_full(error):
+    """A write that failed for want of space (or quota): the user's to fix, not a bug."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def exit_on_user_error(main):

@@ -9,15 +9,15 @@ Its last file is a manifest of every file's size and SHA-256: a checkpoint damag
 continues from the newest intact one instead.
 """
 
-import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 
-from ja_common.errors import UserError
-from ja_common.files import make_staging_dir, readable_like_umask, remove_dead_debris, remove_directory
+from ja_common.errors import UserError, disk_full
+from ja_common.files import (make_staging_dir, readable_like_umask, remove_dead_debris, remove_directory,
+                             replace_directory)
 from tokenizer.train import TOKENIZER_FILES
 
 from .run_record import RunRecord
@@ -174,6 +174,28 @@ def newest_intact_checkpoint(model_dir, warn=print):
     return None
 
 
+def write_final_model(writer, model_dir, eval_results=None):
+    """The final model into model_dir itself, built in a staging folder there and moved into place:
+    a failed write (a full disk) leaves model_dir as it was. Called on every rank, as writer.write."""
+    main = writer.accelerator.is_main_process
+    staging = make_staging_dir(os.path.join(model_dir, "final")) if main else None
+    try:
+        writer.write(staging, eval_results)
+        if main:
+            for name in sorted(os.listdir(staging)):
+                built, target = os.path.join(staging, name), os.path.join(model_dir, name)
+                (replace_directory if os.path.isdir(built) else os.replace)(built, target)
+    except OSError as error:
+        if not disk_full(error):
+            raise
+        raise UserError(f"writing the final model into {model_dir} failed (the disk is full); nothing of it was kept. "
+                        f"The last complete checkpoint is {newest_checkpoint(model_dir) or 'none'}: free space, then "
+                        "run again with --do_continue") from None
+    finally:
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def save_checkpoint(accelerator, model_dir, writer, record, keep, eval_results=None):
     """Save on every rank (each writes its RNG state); the main process writes and renames the rest.
 
@@ -223,8 +245,7 @@ _TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed")
 def _write_error(error, final, model_dir):
     """A failed checkpoint write as a UserError: a full disk is the user's to fix, not a bug."""
     last = newest_checkpoint(model_dir)
-    full = (error.errno in (errno.ENOSPC, errno.EDQUOT) if isinstance(error, OSError)
-            else shutil.disk_usage(model_dir).free < (64 << 20))
+    full = disk_full(error) if isinstance(error, OSError) else shutil.disk_usage(model_dir).free < (64 << 20)
     what = "the disk is full" if full else f"{type(error).__name__}: {error}"
     return UserError(f"writing {final} failed ({what}); nothing of it was kept. The last complete checkpoint is "
                      f"{last or 'none'}: free space or fix the cause, then run again with --do_continue")

@@ -224,7 +224,7 @@ def train(options, preset, family, accelerator, stops):
         stop_run(accelerator, options, stops, record, stopped_at)
 
     accelerator.wait_for_everyone()
-    writer.write(options.model_dir, evaluator.last if evaluator else None)
+    ckpt.write_final_model(writer, options.model_dir, evaluator.last if evaluator else None)
     if main:
         write_model_card(options.model_dir, family, preset, info, record, evaluator)
         write_status(options.model_dir, "finished", record.step)

@@ -435,3 +435,63 @@ def test_a_batch_size_by_node_must_name_the_runs_nodes(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     check_nodes(preset, num_processes=4)  # two nodes of two processes
     check_nodes(parse_preset("bert-x", TINY), num_processes=1)  # {"-1": N}: any single node
+
+
+@pytest.mark.parametrize("name,compress", [("c.gz", "gzip"), ("c.xz", "lzma"), ("c.bz2", "bz2")])
+def test_a_damaged_archive_is_one_line_naming_it(wordpiece_dir, tmp_path, name, compress):
+    import importlib
+
+    data = importlib.import_module(compress).compress(open(SAMPLE_CORPUS, "rb").read())
+    cut = tmp_path / name
+    cut.write_bytes(data[: len(data) // 2])
+    for argv in (["run_pretraining.py", "--prepare_only", "--input_file", str(cut), "--tokenizer_dir",
+                  wordpiece_dir, "--model_type", "bert-tiny", "--dataset_dir", str(tmp_path / "examples")],
+                 ["train_tokenizer.py", "--input_file", str(cut), "--model_dir", str(tmp_path / "tok"),
+                  "--vocab_size", "2000", "--num_files", "2"]):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, argv[0]), *argv[1:]], capture_output=True,
+                                text=True)
+        line = last_line(result)
+        assert f"{cut}: the {os.path.splitext(name)[1]} file is damaged or cut short" in line, line
+    assert sorted(os.listdir(tmp_path)) == [name]  # no examples, no tokenizer, no debris
+
+
+def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_writing_a_tokenizer_or_examples_is_one_line(wordpiece_dir, tmp_path, monkeypatch):
+    import tokenizer.train as tokenizer_training
+    from pretraining.data import build
+    from pretraining.data.build import ExampleSpec
+    from pretraining.data.cache import prepare_examples
+
+    existing = tmp_path / "tok"
+    shutil.copytree(wordpiece_dir, existing)
+    before = snapshot(existing)
+    monkeypatch.setattr(tokenizer_training, "save_tokenizer_files", full_disk)
+    with pytest.raises(UserError, match=r"writing the tokenizer .* failed \(the disk is full\); nothing of it was kept"):
+        tokenizer_training.train_tokenizer([SAMPLE_CORPUS], str(existing), tokenizer_training.TokenizerSettings(
+            vocab_size=2000), overwrite=True, show_progress=False)
+    assert snapshot(existing) == before
+    monkeypatch.setattr(build.ShardWriter, "append", full_disk)
+    with pytest.raises(UserError, match=r"building the examples in .* failed \(the disk is full\)"):
+        prepare_examples([SAMPLE_CORPUS], wordpiece_dir, ExampleSpec("nsp", 32), dataset_dir=str(tmp_path / "ex"),
+                         num_proc=1, show_progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["tok"]
+
+
+def test_a_full_disk_while_writing_the_final_model_keeps_the_model_dir(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path / "bert")
+    before = snapshot(model_dir)
+
+    class HalfWriter:
+        accelerator = FullDisk()
+
+        def write(self, directory, eval_results=None):
+            (open(os.path.join(directory, "config.json"), "w")).write("{}")  # a first file, then the disk is full
+            full_disk()
+
+    with pytest.raises(UserError, match=r"writing the final model into .* failed \(the disk is full\); nothing of it "
+                                        r"was kept\. The last complete checkpoint is .*checkpoint-8"):
+        ckpt.write_final_model(HalfWriter(), str(model_dir))
+    assert snapshot(model_dir) == before

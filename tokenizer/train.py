@@ -18,7 +18,7 @@ from ja_common.files import holds_model, make_staging_dir, staging_directory
 
 from ja_common.corpus import DEFAULT_TEXT_COLUMN, expand_inputs, input_bytes
 from .encoder import CONTINUATION
-from ja_common.errors import UserError
+from ja_common.errors import UserError, disk_full
 from .mecab import DICTIONARIES, DictionaryNotInstalled, MecabWordSplitter
 from .word_split import split_corpus
 
@@ -238,6 +238,11 @@ def train_tokenizer(
             }
             save_tokenizer_files(tokenizer, settings, staging, record)
             install_directory(staging, model_dir)
+    except OSError as error:
+        if not disk_full(error):
+            raise
+        raise UserError(f"writing the tokenizer {model_dir} failed (the disk is full); nothing of it was kept and "
+                        f"{model_dir} is as it was: free space, then run again") from None
     finally:
         if intermediate_dir is None:
             shutil.rmtree(words_dir, ignore_errors=True)

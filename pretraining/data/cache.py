@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict
 
 from ja_common.corpus import DEFAULT_TEXT_COLUMN, expand_inputs, input_bytes, input_signature
-from ja_common.errors import UserError
+from ja_common.errors import UserError, disk_full
 from ja_common.files import replace_directory, staging_directory
 from ja_common.locks import exclusive
 from tokenizer.encoder import SubwordEncoder
@@ -146,8 +146,14 @@ def prepare_examples(input_files, tokenizer_dir, spec, dataset_dir=None, num_pro
         if _check_existing(dataset_dir, fingerprint, False, disable_overwrite_cache):
             if not overwrite_cache or _built_after(dataset_dir, started):
                 return dataset_dir
-        info = _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_proc, encoding_errors,
-                      show_progress, text_column)
+        try:
+            info = _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_proc, encoding_errors,
+                          show_progress, text_column)
+        except OSError as error:
+            if not disk_full(error):
+                raise
+            raise UserError(f"building the examples in {dataset_dir} failed (the disk is full); nothing of them was "
+                            "kept: free space (or give --dataset_dir on a larger disk), then run again") from None
     if info["examples"] == 0 and info.get("tokens", 1) == 0:
         raise UserError(f"the corpus has no text: every document of {', '.join(files)} is blank")
     if info["examples"] == 0:
