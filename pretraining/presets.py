@@ -48,6 +48,9 @@ KEYS = {
     "target-length": ("target_length", int, None),
     "noise-density": ("noise_density", float, 0.15),
     "mean-noise-span-length": ("mean_noise_span_length", float, 3.0),
+    # Llama
+    "key-value-heads": ("key_value_heads", int, None),  # grouped-query attention (default: one per head)
+    "rope-theta": ("rope_theta", float, 10000.0),
     # non-transformer families
     "kernel-size": ("kernel_size", int, None),
     "block-size": ("block_size", int, None),
@@ -102,6 +105,8 @@ class Preset:
     target_length: int = None
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
+    key_value_heads: int = None
+    rope_theta: float = 10000.0
     kernel_size: int = None
     block_size: int = None
     tie_weights: bool = None

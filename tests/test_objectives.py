@@ -94,6 +94,17 @@ def test_sparse_mlm_head_equals_the_full_head(family, pair_name, pair_label, pai
                           rtol=1e-5)
 
 
+def test_roberta_sparse_mlm_head_equals_the_stock_loss():
+    spec, model = model_for("roberta")
+    batch = mlm_batch(3, pairs=False)
+    with torch.no_grad():
+        stock = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        install(model, spec.training_forward)
+        sparse = model(batch)
+    assert torch.allclose(sparse["mlm"][0], stock_sum_ce(stock.logits, batch["labels"]), rtol=1e-5)
+    assert int(sparse["mlm"][1]) == int((batch["labels"] != -100).sum())
+
+
 def test_electra_generator_head_runs_at_masked_positions_only():
     spec, model = model_for("electra", **{"attention-heads": 4, "embedding-size": 32, "generator-size": "1/4"})
     batch = mlm_batch(2)
@@ -107,11 +118,12 @@ def test_electra_generator_head_runs_at_masked_positions_only():
     assert float(losses["acc/generator"][0]) == float(correct)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "t5", "gatedcnn", "lstm", "elmo"])
+@pytest.mark.parametrize("family", ["gpt2", "t5", "gatedcnn", "lstm", "elmo", "llama"])
 def test_chunked_lm_loss_equals_the_stock_forward(family, monkeypatch):
     monkeypatch.setattr(losses, "CHUNK_ROWS", 7)  # several chunks even for a tiny batch
     extra = {"kernel-size": 3, "block-size": 2} if family == "gatedcnn" else {}
     extra.update({"tie-weights": True, "embedding-size": 32} if family == "lstm" else {})
+    extra.update({"key-value-heads": 1, "tie-weights": True} if family == "llama" else {})
     spec, model = model_for(family, **extra)
     torch.manual_seed(3)
     if family == "t5":

@@ -13,6 +13,7 @@ import torch
 
 from conftest import ROOT, SAMPLE_CORPUS, run_python, sample_lines, write_presets
 from pretraining.data.collators import MaskedLMCollator, mask_tokens
+from pretraining.families import FAMILIES
 from pretraining.presets import load_preset, parse_preset
 from ja_common.errors import UserError
 
@@ -27,6 +28,10 @@ PRESETS = {
     "bert-resume": dict(TINY, **{"train-steps": 12, "save-steps": 2, "dropout": 0.1}),
     "gpt2-resume": dict(TINY, **{"train-steps": 10, "save-steps": 2, "accumulation-steps": 2}),
     "bert-nan": dict(TINY, **{"learning-rate": 1e30, "warmup-steps": 0, "save-steps": 1}),
+    "roberta-test": TINY,
+    "llama-test": dict(TINY, **{"key-value-heads": 1, "tie-weights": True}),
+    "roberta-resume": dict(TINY, **{"train-steps": 12, "save-steps": 2, "dropout": 0.1}),
+    "llama-resume": dict(TINY, **{"train-steps": 10, "save-steps": 2, "key-value-heads": 1, "dropout": 0.1}),
 }
 
 
@@ -88,6 +93,8 @@ def weights(directory):
         ("albert-test", ["loss/mlm", "loss/sop"], "fill-mask"),
         ("gpt2-test", ["loss/lm"], "text-generation"),
         ("t5-test", ["loss/span"], "generate"),  # transformers 5 has no text2text pipeline
+        ("roberta-test", ["loss/mlm"], "fill-mask"),
+        ("llama-test", ["loss/lm"], "text-generation"),
     ],
 )
 def test_family_trains_and_loads_in_a_pipeline(params, wordpiece_dir, tmp_path, model_type, tags, check):
@@ -104,8 +111,7 @@ def test_family_trains_and_loads_in_a_pipeline(params, wordpiece_dir, tmp_path, 
         assert padding == [0.0] * len(padding)
     assert logged(model_dir, "mfu") == pytest.approx([t / 0.5 for t in logged(model_dir, "tflops_per_second")])
     assert sorted(p for p in os.listdir(model_dir) if p.startswith("checkpoint-")) == ["checkpoint-16", "checkpoint-8"]
-    auto = {"fill-mask": "AutoModelForPreTraining", "text-generation": "AutoModelForCausalLM",
-            "generate": "AutoModelForSeq2SeqLM"}[check]
+    auto = FAMILIES[model_type.split("-")[0]].auto_class  # what the model card says to load it with
     code = f"""
 import transformers
 from transformers import pipeline
@@ -145,7 +151,8 @@ def test_kill_and_continue_equals_uninterrupted_run(params, wordpiece_dir, tmp_p
                        encoding="utf-8")
     mix = ("--input_file", f"{SAMPLE_CORPUS}:1", f"{records}:0.3")
     for name, model_type, extra in (("bert", "bert-resume", ()), ("gpt2", "gpt2-resume", ()),
-                                    ("mix", "gpt2-resume", mix)):
+                                    ("mix", "gpt2-resume", mix), ("roberta", "roberta-resume", ()),
+                                    ("llama", "llama-resume", ())):
         whole, broken = tmp_path / f"{name}-whole", tmp_path / f"{name}-broken"
         pretrain(params, wordpiece_dir, whole, model_type, "--do_whole_word_mask", *extra)
         kill_once_saved(params, wordpiece_dir, broken, model_type, "checkpoint-4", "--do_whole_word_mask", *extra)

@@ -41,6 +41,8 @@ FAMILY_MODULES = (
     "gatedcnn",
     "lstm",
     "elmo",
+    "roberta",
+    "llama",
 )
 FAMILIES = {family.name: family for family in
             (importlib.import_module(f"{__name__}.{module}").FAMILY for module in FAMILY_MODULES)}
