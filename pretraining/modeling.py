@@ -53,6 +53,27 @@ def optimizer_for(model, preset):
         return torch.optim.AdamW(groups, lr=preset.learning_rate, betas=(0.9, 0.999), eps=1e-6)
 
 
+def scheduler_for(optimizer, preset):
+    """The preset's "lr-scheduler" after "warmup-steps" of linear warmup, through transformers'
+    schedules: linear decay to 0 (upstream's), cosine to 0, constant, or warmup-stable-decay (the
+    last "decay-steps", default a tenth of the run, decay to 0 on a half cosine, as transformers'
+    get_wsd_schedule does). A LambdaLR: its state is the step, so a resumed run continues exactly."""
+    import transformers
+
+    warmup, steps = preset.warmup_steps, preset.train_steps
+    if preset.lr_scheduler == "linear":
+        return transformers.get_linear_schedule_with_warmup(optimizer, warmup, steps)
+    if preset.lr_scheduler == "cosine":
+        return transformers.get_cosine_schedule_with_warmup(optimizer, warmup, steps)
+    if preset.lr_scheduler == "constant":
+        return transformers.get_constant_schedule_with_warmup(optimizer, warmup)
+    return transformers.get_wsd_schedule(optimizer, warmup, decay_steps(preset), num_training_steps=steps)
+
+
+def decay_steps(preset):
+    return preset.decay_steps if preset.decay_steps is not None else max(1, preset.train_steps // 10)
+
+
 def install(model, training_forward):
     """Give this model instance a forward that takes a batch and returns {name: (sum, count)}."""
     model.forward = MethodType(training_forward, model)

@@ -21,6 +21,8 @@ KEYS = {
     "batch-size": ("batch_size", dict, REQUIRED),
     "train-steps": ("train_steps", int, REQUIRED),
     "warmup-steps": ("warmup_steps", int, 0),
+    "lr-scheduler": ("lr_scheduler", str, "linear"),  # linear, cosine, constant, warmup-stable-decay
+    "decay-steps": ("decay_steps", int, None),  # warmup-stable-decay: the decay's length (a tenth of the run)
     "save-steps": ("save_steps", int, REQUIRED),
     "save-minutes": ("save_minutes", float, None),  # a checkpoint at least this often, besides save-steps
     "logging-steps": ("logging_steps", int, REQUIRED),
@@ -66,6 +68,7 @@ KEYS = {
     "attention-implementation": ("attention_implementation", str, None),
 }
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+LR_SCHEDULERS = ("linear", "cosine", "constant", "warmup-stable-decay")  # pretraining/modeling.py scheduler_for
 
 
 @dataclass
@@ -82,6 +85,8 @@ class Preset:
     logging_steps: int
     save_minutes: float = None
     warmup_steps: int = 0
+    lr_scheduler: str = "linear"
+    decay_steps: int = None
     ffn_inner_hidden_size: int = None
     attention_heads: int = None
     embedding_size: int = None
@@ -216,6 +221,11 @@ def _check_ranges(p):
             raise UserError(f"{where}: \"{attr.replace('_', '-')}\" must be at least 1")
     if p.save_minutes is not None and p.save_minutes <= 0:
         raise UserError(f"{where}: \"save-minutes\" must be positive")
+    if p.lr_scheduler not in LR_SCHEDULERS:
+        raise UserError(f"{where}: \"lr-scheduler\" must be one of {', '.join(LR_SCHEDULERS)}, not {p.lr_scheduler!r}")
+    if p.decay_steps is not None and not 0 < p.decay_steps <= p.train_steps - p.warmup_steps:
+        raise UserError(f"{where}: \"decay-steps\" must be between 1 and train-steps less warmup-steps "
+                        f"({p.train_steps - p.warmup_steps})")
     if p.learning_rate <= 0:
         raise UserError(f"{where}: \"learning-rate\" must be positive")
     if p.fp16_type not in (0, 1, 2, 3):

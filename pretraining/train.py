@@ -29,7 +29,7 @@ from .families import family_of, vocabulary_for
 from .flops import device_peak_tflops
 from .meters import LossMeter, NonFiniteWatch, log_figures, reduce_losses
 from .model_card import write_model_card
-from .modeling import apply_flag_overrides, build_model, load_trained_model, optimizer_for
+from .modeling import apply_flag_overrides, build_model, load_trained_model, optimizer_for, scheduler_for
 from .run_record import RunRecord
 from .stopping import EXIT_STOPPED, STATUS_FILE, Agreement, StopControl, write_status
 
@@ -175,9 +175,7 @@ def train(options, preset, family, accelerator, stops):
 
     model = build_model(family, preset, vocab, options.seed)
     optimizer = optimizer_for(model, preset)
-    from transformers import get_linear_schedule_with_warmup
-
-    scheduler = get_linear_schedule_with_warmup(optimizer, preset.warmup_steps, preset.train_steps)
+    scheduler = scheduler_for(optimizer, preset)
     model, optimizer = accelerator.prepare(model, optimizer)
     # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper steps it
     # once per process), so the learning rate follows the same curve on any number of ranks.

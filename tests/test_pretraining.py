@@ -32,6 +32,8 @@ PRESETS = {
     "llama-test": dict(TINY, **{"key-value-heads": 1, "tie-weights": True}),
     "roberta-resume": dict(TINY, **{"train-steps": 12, "save-steps": 2, "dropout": 0.1}),
     "llama-resume": dict(TINY, **{"train-steps": 10, "save-steps": 2, "key-value-heads": 1, "dropout": 0.1}),
+    "gpt2-wsd-resume": dict(TINY, **{"train-steps": 10, "save-steps": 2, "lr-scheduler": "warmup-stable-decay",
+                                     "decay-steps": 4}),
 }
 
 
@@ -152,7 +154,7 @@ def test_kill_and_continue_equals_uninterrupted_run(params, wordpiece_dir, tmp_p
     mix = ("--input_file", f"{SAMPLE_CORPUS}:1", f"{records}:0.3")
     for name, model_type, extra in (("bert", "bert-resume", ()), ("gpt2", "gpt2-resume", ()),
                                     ("mix", "gpt2-resume", mix), ("roberta", "roberta-resume", ()),
-                                    ("llama", "llama-resume", ())):
+                                    ("llama", "llama-resume", ()), ("wsd", "gpt2-wsd-resume", ())):
         whole, broken = tmp_path / f"{name}-whole", tmp_path / f"{name}-broken"
         pretrain(params, wordpiece_dir, whole, model_type, "--do_whole_word_mask", *extra)
         kill_once_saved(params, wordpiece_dir, broken, model_type, "checkpoint-4", "--do_whole_word_mask", *extra)
