@@ -1,11 +1,12 @@
 """One training step of the project's model against the stock transformers computation, same batches.
 
-    python benchmarks/bench_step.py [--steps 8] [--families bert,gpt2]
+    python benchmarks/bench_step.py [--steps 8] [--families bert,gpt2,roberta,llama]
 
 BERT: 4 layers, hidden 256, sequence 512, vocabulary 32768, batch 8; stock is BertForPreTraining
 with its full MLM head and its own loss, ours the training forward of pretraining/families/
 (MLM head at the masked positions only). GPT-2: the same sizes; stock is GPT2LMHeadModel's loss,
-ours the chunked output-layer loss. Both sides use the same weights, batches, AdamW and clipping;
+ours the chunked output-layer loss. RoBERTa and Llama: the same sizes against RobertaForMaskedLM's
+and LlamaForCausalLM's own losses (Llama with 2 key-value heads). Both sides use the same weights, batches, AdamW and clipping;
 steps alternate between the two so that the machine's drift hits both alike. Prints the median
 seconds per step, tokens per second and the speed-up. Needs no corpus: the batches are random ids
 masked by the project's collator.
@@ -30,25 +31,34 @@ from pretraining.families import FAMILIES, Vocabulary  # noqa: E402
 SIZES = {"number-of-layers": 4, "hidden-size": 256, "ffn-inner-hidden-size": 1024, "attention-heads": 4,
          "sequence-length": 512, "learning-rate": 1e-4, "batch-size": {"-1": 8}, "train-steps": 1, "save-steps": 1,
          "logging-steps": 1, "dropout": 0.1}
+EXTRA = {"llama": {"key-value-heads": 2}}
+CAUSAL = ("gpt2", "llama")
+LABELS = {"bert": "BertForPreTraining, full MLM head", "gpt2": "GPT2LMHeadModel, stock loss",
+          "roberta": "RobertaForMaskedLM, full MLM head", "llama": "LlamaForCausalLM, stock loss"}
 
 
 def batches(family, vocab, count, rows, length, seed=0):
     rng = np.random.default_rng(seed)
-    if family == "gpt2":
+    if family in CAUSAL:
         return [{"input_ids": torch.from_numpy(rng.integers(5, vocab.size, (rows, length)))} for _ in range(count)]
+    pairs = family == "bert"  # RoBERTa: packed blocks, no sentence pairs
     collator = MaskedLMCollator(vocab.mask_id, vocab.pad_id, vocab.size, seed)
     out = []
     for _ in range(count):
         items = [{"input_ids": rng.integers(5, vocab.size, length).tolist(), "word_ids": list(range(length)),
-                  "token_type_ids": [0] * (length // 2) + [1] * (length - length // 2),
-                  "next_sentence_label": int(rng.integers(0, 2)), "epoch": 0, "index": k} for k in range(rows)]
+                  "epoch": 0, "index": k} for k in range(rows)]
+        for item in items if pairs else []:
+            item.update(token_type_ids=[0] * (length // 2) + [1] * (length - length // 2),
+                        next_sentence_label=int(rng.integers(0, 2)))
         out.append(collator(items))
     return out
 
 
 def stock_loss(family, model, batch):
-    if family == "gpt2":
+    if family in CAUSAL:
         return model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+    if family == "roberta":
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                  token_type_ids=batch["token_type_ids"], labels=batch["labels"],
                  next_sentence_label=batch["next_sentence_label"]).loss
@@ -65,7 +75,7 @@ class Side:
     def __init__(self, family, vocab, ours):
         spec = FAMILIES[family]
         torch.manual_seed(0)
-        preset = parse_preset(f"{family}-bench", SIZES)
+        preset = parse_preset(f"{family}-bench", dict(SIZES, **EXTRA.get(family, {})))
         self.model = spec.create(preset, vocab).train()
         if ours:
             install(self.model, spec.training_forward)
@@ -104,7 +114,7 @@ def main():
                     times[name].append(seconds)
         tokens = rows * length
         stock_s, ours_s = statistics.median(times["stock"]), statistics.median(times["ours"])
-        label = {"bert": "BertForPreTraining, full MLM head", "gpt2": "GPT2LMHeadModel, stock loss"}[family]
+        label = LABELS[family]
         print(f"{family}: stock ({label}) {stock_s:.3f} s/step, {tokens / stock_s:,.0f} tokens/s; ours {ours_s:.3f} "
               f"s/step, {tokens / ours_s:,.0f} tokens/s; ours is {stock_s / ours_s:.2f}x stock")
 
