@@ -75,3 +75,11 @@ class DenseFlops:
         rows, length = batch["input_ids"].shape
         tokens = rows * length
         return float(6 * self.body * tokens + self.attention * length * tokens + self.head * self.predictions(batch))
+
+
+def transformer_flops(model, predictions=every_token):
+    """DenseFlops of a transformer with one output layer (model.get_output_embeddings()), whose
+    config names num_hidden_layers and hidden_size; ``predictions``: the tokens it predicts."""
+    head, config = model.get_output_embeddings(), model.config
+    return DenseFlops(body_parameters(model, head), output_layer_flops(head),
+                      attention_flops(config.num_hidden_layers, config.hidden_size), predictions)

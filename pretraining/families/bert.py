@@ -35,11 +35,9 @@ def training_forward(self, batch):
 
 def flops(model):
     """Every body weight sees every token; the output layer only the masked ones."""
-    from ..flops import DenseFlops, attention_flops, body_parameters, masked_tokens, output_layer_flops
+    from ..flops import masked_tokens, transformer_flops
 
-    head, c = model.get_output_embeddings(), model.config
-    return DenseFlops(body_parameters(model, head), output_layer_flops(head),
-                      attention_flops(c.num_hidden_layers, c.hidden_size), masked_tokens)
+    return transformer_flops(model, masked_tokens)
 
 
 create, load = single_model(transformers_class("BertForPreTraining"), config, frozen_modules)

@@ -48,11 +48,9 @@ def training_forward(self, batch):
 def flops(model):
     """The grouped key and value projections are smaller weights (counted as such); the scores
     and weighted values still cost 12 x layers x hidden per token and position."""
-    from ..flops import DenseFlops, attention_flops, body_parameters, output_layer_flops
+    from ..flops import transformer_flops
 
-    head, c = model.get_output_embeddings(), model.config
-    return DenseFlops(body_parameters(model, head), output_layer_flops(head),
-                      attention_flops(c.num_hidden_layers, c.hidden_size))
+    return transformer_flops(model)
 
 
 create, load = single_model(transformers_class("LlamaForCausalLM"), config, frozen_modules)
