@@ -149,6 +149,7 @@ def run_training(options, preset):
     stops = StopControl(options.stop_signals, options.max_minutes, preset.save_minutes, elapsed).install()
     set_cpu_threads()
     accelerator = make_accelerator(preset, options)
+    check_nodes(preset, accelerator.num_processes)  # before the examples are built
     with owned_by_this_run(options.model_dir, accelerator.is_main_process):
         train(options, preset, family, accelerator, stops)
 
@@ -168,7 +169,6 @@ def train(options, preset, family, accelerator, stops):
     encoder = encoder or open_encoder(tokenizer_dir)
     vocab = vocabulary_for(preset, encoder)
 
-    check_nodes(preset, accelerator.num_processes)
     my_batch = rank_batch_size(preset, options.node_rank)
     rank_batches = gather_rank_batches(accelerator, my_batch)
     set_deepspeed_micro_batch(accelerator, my_batch)
