@@ -15,6 +15,7 @@ PROCESS_START = time.time()  # for the resume time reported in the log
 
 from ja_common.corpus import ENCODING_ERRORS
 from ja_common.errors import exit_on_user_error
+from pretraining.data.collators import MASKING_MODES
 from pretraining.options import RunOptions
 from pretraining.presets import ATTENTION_IMPLEMENTATIONS
 
@@ -50,7 +51,11 @@ def parse_args(argv=None):
     model.add_argument("--model_type", required=True, help="a preset in --parameter_file, e.g. bert-base")
     model.add_argument("--model_dir", help="checkpoints and the final model go here")
     train = parser.add_argument_group("training")
-    train.add_argument("--do_whole_word_mask", action="store_true", help="mask every subword of a MeCab word together")
+    train.add_argument("--masking", choices=MASKING_MODES,
+                       help="which units masked-LM families predict: token, whole-word (every subword of a MeCab "
+                            "word), ngram (whole-word n-grams), span (SpanBERT's spans of whole words); default: the "
+                            "preset's \"masking\", else token")
+    train.add_argument("--do_whole_word_mask", action="store_true", help="upstream's name for --masking whole-word")
     train.add_argument("--do_continue", action="store_true", help="resume from the newest complete checkpoint")
     train.add_argument("--overwrite_output_dir", action="store_true", help="start afresh in a model_dir with checkpoints")
     train.add_argument("--allow_data_change", action="store_true",

@@ -116,7 +116,7 @@ def data_loading_seconds(examples, tokenizer_dir, batches):
     preset = parse_preset("bert-bench", dict(PRESET, **{"train-steps": batches, "logging-steps": 10}))
     dataset, _ = load_examples(examples)
     vocab = vocabulary_for(preset, SubwordEncoder(tokenizer_dir))
-    collator = family_of(preset).make_collator(preset, vocab, 42, True)
+    collator = family_of(preset).make_collator(preset, vocab, 42, "whole-word")
     loader = torch.utils.data.DataLoader(IndexedExamples(dataset), batch_sampler=GlobalBatchSampler(len(dataset), [16], 0, 42),
                                          collate_fn=collator)
     started = time.perf_counter()

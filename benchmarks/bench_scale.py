@@ -35,8 +35,13 @@ from pretraining.data.sampler import GlobalBatchSampler, IndexedExamples
 from tokenizer.encoder import SubwordEncoder
 folder, tokenizer_dir, kind = sys.argv[2:5]
 encoder = SubwordEncoder(tokenizer_dir)
+try:  # since --masking: a Masking; before it, a whole_word switch
+    from pretraining.data.collators import Masking
+    whole_word = dict(masking=Masking("whole-word"))
+except ImportError:
+    whole_word = dict(whole_word=True)
 collator = {"nsp": MaskedLMCollator(encoder.token_id("[MASK]"), encoder.token_id("[PAD]"), encoder.vocab_size, 42,
-                                    whole_word=True),
+                                    **whole_word),
             "packed": CausalLMCollator(), "span": Seq2SeqCollator()}[kind]
 dataset = IndexedExamples(load_examples(folder)[0])
 sampler = GlobalBatchSampler(len(dataset), [32], 0, 42)

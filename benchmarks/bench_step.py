@@ -1,12 +1,15 @@
 """One training step of the project's model against the stock transformers computation, same batches.
 
-    python benchmarks/bench_step.py [--steps 8] [--families bert,gpt2,roberta,llama]
+    python benchmarks/bench_step.py [--steps 8] [--families bert,gpt2,roberta,llama,deberta,modernbert]
 
 BERT: 4 layers, hidden 256, sequence 512, vocabulary 32768, batch 8; stock is BertForPreTraining
 with its full MLM head and its own loss, ours the training forward of pretraining/families/
 (MLM head at the masked positions only). GPT-2: the same sizes; stock is GPT2LMHeadModel's loss,
-ours the chunked output-layer loss. RoBERTa and Llama: the same sizes against RobertaForMaskedLM's
-and LlamaForCausalLM's own losses (Llama with 2 key-value heads). Both sides use the same weights, batches, AdamW and clipping;
+ours the chunked output-layer loss. RoBERTa, DeBERTa-v2, ModernBERT and Llama: the same sizes
+against RobertaForMaskedLM's, DebertaV2ForMaskedLM's, ModernBertForMaskedLM's and
+LlamaForCausalLM's own losses (Llama with 2 key-value heads, ModernBERT with its window of 128 and
+a global layer every 3, DeBERTa with 256 position buckets). Both sides use the same weights,
+batches, AdamW and clipping;
 steps alternate between the two so that the machine's drift hits both alike. Prints the median
 seconds per step, tokens per second and the speed-up. Needs no corpus: the batches are random ids
 masked by the project's collator.
@@ -32,16 +35,18 @@ SIZES = {"number-of-layers": 4, "hidden-size": 256, "ffn-inner-hidden-size": 102
          "sequence-length": 512, "learning-rate": 1e-4, "batch-size": {"-1": 8}, "train-steps": 1, "save-steps": 1,
          "logging-steps": 1, "dropout": 0.1}
 EXTRA = {"llama": {"key-value-heads": 2}}
+PACKED_MLM = ("roberta", "deberta", "modernbert")  # masked LM on packed blocks: no pairs, no token types
 CAUSAL = ("gpt2", "llama")
 LABELS = {"bert": "BertForPreTraining, full MLM head", "gpt2": "GPT2LMHeadModel, stock loss",
-          "roberta": "RobertaForMaskedLM, full MLM head", "llama": "LlamaForCausalLM, stock loss"}
+          "roberta": "RobertaForMaskedLM, full MLM head", "llama": "LlamaForCausalLM, stock loss",
+          "deberta": "DebertaV2ForMaskedLM, full MLM head", "modernbert": "ModernBertForMaskedLM, full MLM head"}
 
 
 def batches(family, vocab, count, rows, length, seed=0):
     rng = np.random.default_rng(seed)
     if family in CAUSAL:
         return [{"input_ids": torch.from_numpy(rng.integers(5, vocab.size, (rows, length)))} for _ in range(count)]
-    pairs = family == "bert"  # RoBERTa: packed blocks, no sentence pairs
+    pairs = family not in PACKED_MLM
     collator = MaskedLMCollator(vocab.mask_id, vocab.pad_id, vocab.size, seed)
     out = []
     for _ in range(count):
@@ -57,7 +62,7 @@ def batches(family, vocab, count, rows, length, seed=0):
 def stock_loss(family, model, batch):
     if family in CAUSAL:
         return model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
-    if family == "roberta":
+    if family in PACKED_MLM:
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                  token_type_ids=batch["token_type_ids"], labels=batch["labels"],

@@ -67,7 +67,7 @@ class Evaluator:
         spec = ExampleSpec.from_preset(preset, options.seed, validation_percent)
         self.dataset, _ = load_examples(validation_dir, spec, split=split)
         self.seed = options.seed + EVAL_SEED_OFFSET
-        self.collator = family.make_collator(preset, vocab, self.seed, options.do_whole_word_mask)
+        self.collator = family.make_collator(preset, vocab, self.seed, options.masking_mode(preset))
         self.batch_size, self.weights, self.perplexity = batch_size, family.loss_weights(preset), family.perplexity
         self.every = options.eval_steps or preset.eval_steps or preset.save_steps
         self.last, self.best = None, best

@@ -20,7 +20,8 @@ def write_model_card(model_dir, family, preset, info, record, evaluator):
              f"- Corpus: {trained_on}; {info.get('tokens', 0):,} tokens, {info.get('examples', 0):,} "
              f"{info['spec']['kind']} examples (examples fingerprint `{info.get('fingerprint')}`)",
              f"- Steps: {preset.train_steps:,}, global batch {record.global_batch}, examples seen "
-             f"{record.examples_seen:,}, seed {record.seed}, whole-word masking {record.whole_word_mask}"]
+             f"{record.examples_seen:,}, seed {record.seed}"
+             + (f", {record.masking} masking" if family.masked_lm else "")]
     if record.last_train:
         lines.append("- Final training figures: " + ", ".join(f"{k} {v:.4g}" for k, v in record.last_train.items()))
     if evaluator is not None and evaluator.last is not None:

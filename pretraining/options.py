@@ -10,6 +10,7 @@ the CLI builds one from its command line, and a Python caller builds one directl
 from dataclasses import dataclass
 
 from ja_common.corpus import DEFAULT_TEXT_COLUMN
+from ja_common.errors import UserError
 
 DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 
@@ -35,7 +36,8 @@ class RunOptions:
     eval_steps: int = None
     do_eval: bool = False
     # training
-    do_whole_word_mask: bool = False
+    do_whole_word_mask: bool = False  # upstream's flag: --masking whole-word
+    masking: str = None  # None: the preset's "masking" (pretraining/data/collators.py MASKING_MODES)
     do_continue: bool = False
     allow_data_change: bool = False  # --do_continue on examples other than the checkpoint's
     overwrite_output_dir: bool = False
@@ -59,3 +61,9 @@ class RunOptions:
     tokenizer_type: str = None
     mecab_dic_type: str = None
     process_start: float = None  # time.time() when the process started, for the resume time it reports
+
+    def masking_mode(self, preset):
+        """The masking of a masked-LM run: --masking, else --do_whole_word_mask, else the preset's, else token."""
+        if self.do_whole_word_mask and self.masking not in (None, "whole-word"):
+            raise UserError(f"--do_whole_word_mask and --masking {self.masking} contradict each other: give one")
+        return self.masking or ("whole-word" if self.do_whole_word_mask else preset.masking or "token")

@@ -42,7 +42,6 @@ KEYS = {
     "family": ("family", str, None),
     # ELECTRA
     "generator-size": ("generator_size", str, None),
-    "mask-percent": ("mask_percent", float, 15.0),
     "discriminator-weight": ("discriminator_weight", float, 50.0),
     "pretrained_generator_model_name_or_path": ("pretrained_generator_model_name_or_path", str, None),
     "pretrained_discriminator_model_name_or_path": ("pretrained_discriminator_model_name_or_path", str, None),
@@ -52,7 +51,7 @@ KEYS = {
     "mean-noise-span-length": ("mean_noise_span_length", float, 3.0),
     # Llama
     "key-value-heads": ("key_value_heads", int, None),  # grouped-query attention (default: one per head)
-    "rope-theta": ("rope_theta", float, 10000.0),
+    "rope-theta": ("rope_theta", float, None),  # default: the family's (Llama 10,000; ModernBERT 160,000)
     # non-transformer families
     "kernel-size": ("kernel_size", int, None),
     "block-size": ("block_size", int, None),
@@ -60,6 +59,18 @@ KEYS = {
     "initialization": ("initialization", str, "kaiming"),  # GatedCNN: measured in benchmarks/bench_custom_lm.py
     "tie-weights": ("tie_weights", bool, None),
     "projection-size": ("projection_size", int, None),
+    # masked-LM families: which units are predicted (pretraining/data/collators.py), and how many
+    "masking": ("masking", str, None),  # token, whole-word, ngram, span (flags: --masking, --do_whole_word_mask)
+    "mask-percent": ("mask_percent", float, 15.0),
+    "max-ngrams": ("max_ngrams", int, 3),
+    "span-geo-prob": ("span_geo_prob", float, 0.2),
+    "span-max-length": ("span_max_length", int, 10),
+    # DeBERTa-v2
+    "position-buckets": ("position_buckets", int, 256),
+    # ModernBERT
+    "local-attention": ("local_attention", int, 128),  # the sliding window's width, in tokens
+    "global-attention-every": ("global_attention_every", int, 3),  # every n-th layer attends globally
+    "local-rope-theta": ("local_rope_theta", float, 10000.0),
     # data
     "short-seq-prob": ("short_seq_prob", float, 0.1),
     # speed (flags of the same names override them)
@@ -103,7 +114,6 @@ class Preset:
     pretrained_model_name_or_path: str = None
     frozen_layers: int = -1
     generator_size: str = None
-    mask_percent: float = 15.0
     discriminator_weight: float = 50.0
     pretrained_generator_model_name_or_path: str = None
     pretrained_discriminator_model_name_or_path: str = None
@@ -111,13 +121,22 @@ class Preset:
     noise_density: float = 0.15
     mean_noise_span_length: float = 3.0
     key_value_heads: int = None
-    rope_theta: float = 10000.0
+    rope_theta: float = None
     kernel_size: int = None
     block_size: int = None
     tie_weights: bool = None
     weight_norm: bool = False
     initialization: str = "kaiming"
     projection_size: int = None
+    masking: str = None
+    mask_percent: float = 15.0
+    max_ngrams: int = 3
+    span_geo_prob: float = 0.2
+    span_max_length: int = 10
+    position_buckets: int = 256
+    local_attention: int = 128
+    global_attention_every: int = 3
+    local_rope_theta: float = 10000.0
     short_seq_prob: float = 0.1
     raw: dict = field(default_factory=dict, repr=False)
 
@@ -244,7 +263,27 @@ def _check_ranges(p):
             raise UserError(f"{where}: \"{key}\" must be at least 1")
     if not 0 < p.noise_density < 1 or p.mean_noise_span_length < 1:
         raise UserError(f"{where}: \"noise-density\" must be in (0, 1) and \"mean-noise-span-length\" at least 1")
+    _check_masking(p, where)
     _families()[p.family].check(p, where)
+
+
+def _check_masking(p, where):
+    from .data.collators import MASKING_MODES
+
+    masking_keys = ("masking", "mask-percent", "max-ngrams", "span-geo-prob", "span-max-length")
+    if not _families()[p.family].masked_lm:
+        given = [k for k in masking_keys if k in p.raw]
+        if given:
+            raise UserError(f"{where}: {', '.join(given)}: the {p.family} family predicts no masked tokens; remove it")
+        return
+    if p.masking is not None and p.masking not in MASKING_MODES:
+        raise UserError(f"{where}: \"masking\" must be one of {', '.join(MASKING_MODES)}, not {p.masking!r}")
+    if not 0 < p.mask_percent < 100:
+        raise UserError(f"{where}: \"mask-percent\" must be between 0 and 100")
+    if p.max_ngrams < 1 or p.span_max_length < 1:
+        raise UserError(f"{where}: \"max-ngrams\" and \"span-max-length\" must be at least 1")
+    if not 0 < p.span_geo_prob <= 1:
+        raise UserError(f"{where}: \"span-geo-prob\" must be in (0, 1]")
 
 
 def load_presets(parameter_file):

@@ -15,7 +15,7 @@ RESUMABLE_KEYS = {"train-steps", "save-steps", "save-minutes", "logging-steps", 
 
 # what a continued run must share with its checkpoint, and how the message names it
 SAME_RUN = (("family", "the model family"), ("tokenizer", "the tokenizer (--tokenizer_dir's files)"), ("seed", "--seed"),
-            ("whole_word_mask", "--do_whole_word_mask"),
+            ("masking", "the masking (--masking, --do_whole_word_mask or the preset's \"masking\")"),
             ("validation_split_percentage", "--validation_split_percentage"),
             ("global_batch", "the global batch size (sum of batch-size over the nodes)"),
             ("examples", "the examples (the corpus files, their mix or weights; pass --allow_data_change to "
@@ -30,7 +30,7 @@ class RunRecord:
     seed: int = None
     global_batch: int = None
     rank_batches: list = None
-    whole_word_mask: bool = None
+    masking: str = None  # token, whole-word, ngram or span
     tokenizer: str = None  # the tokenizer files' fingerprint
     examples: str = None  # the training examples' identity (pretraining/data/cache.py examples_identity)
     parameters: dict = None  # the preset as parameter.json gives it
@@ -49,7 +49,10 @@ class RunRecord:
     def from_json(cls, data):
         """A record read back; keys it does not know are ignored, missing ones left unset (None)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        known = {k: v for k, v in data.items() if k in names}
+        if "masking" not in data and data.get("whole_word_mask") is not None:  # written before --masking
+            known["masking"] = "whole-word" if data["whole_word_mask"] else "token"
+        return cls(**known)
 
     def differences(self, other, allowed=()):
         """What differs between this (a checkpoint's record) and ``other`` that a resume may not change;
@@ -67,4 +70,4 @@ class RunRecord:
     def preset_record(self):
         """What a model directory records of how it was trained (pretraining_preset.json)."""
         return {"model_type": self.model_type, "family": self.family, "parameters": self.parameters,
-                "seed": self.seed, "whole_word_mask": self.whole_word_mask, "tokenizer": self.tokenizer}
+                "seed": self.seed, "masking": self.masking, "tokenizer": self.tokenizer}

@@ -143,6 +143,9 @@ def run_training(options, preset):
         raise UserError("--do_continue and --overwrite_output_dir contradict each other: pass one")
     preset = apply_flag_overrides(preset, options)
     family = family_of(preset)
+    if options.masking and not family.masked_lm:
+        raise UserError(f"--masking: the {family.title} family predicts no masked tokens; leave the flag out")
+    options = dataclasses.replace(options, masking=options.masking_mode(preset))  # its flags checked before work
     check_model_dir(options)
     # from here a stop signal is honoured: at once until training starts, then at a step boundary
     elapsed = time.time() - options.process_start if options.process_start else 0.0
@@ -183,7 +186,7 @@ def train(options, preset, family, accelerator, stops):
 
     record = RunRecord(model_type=preset.model_type, family=family.name, seed=options.seed,
                        global_batch=sum(rank_batches), rank_batches=rank_batches,
-                       whole_word_mask=options.do_whole_word_mask, tokenizer=tokenizer_fingerprint(tokenizer_dir),
+                       masking=options.masking_mode(preset), tokenizer=tokenizer_fingerprint(tokenizer_dir),
                        parameters=preset.raw, validation_split_percentage=options.validation_split_percentage or 0,
                        examples=examples_identity(dataset_dir))
     resumed = resume(accelerator, options, record)
@@ -194,7 +197,7 @@ def train(options, preset, family, accelerator, stops):
     accelerator.init_trackers(record.run_name)
 
     tokenizer_files = TokenizerFiles(tokenizer_dir, family, encoder)
-    collator = family.make_collator(preset, vocab, options.seed, options.do_whole_word_mask)
+    collator = family.make_collator(preset, vocab, options.seed, options.masking_mode(preset))
     evaluator = None
     if validation_dir is not None:
         evaluator = Evaluator(validation_dir, options.validation_split_percentage, family, preset, vocab, options,
@@ -320,7 +323,7 @@ def check_trained_as(options, preset, family, tokenizer_dir):
     with open(os.path.join(options.model_dir, PRESET_FILE), encoding="utf-8") as f:
         trained = RunRecord.from_json(json.load(f))
     now = RunRecord(model_type=preset.model_type, family=family.name, seed=options.seed,
-                    whole_word_mask=options.do_whole_word_mask, tokenizer=tokenizer_fingerprint(tokenizer_dir),
+                    masking=options.masking_mode(preset), tokenizer=tokenizer_fingerprint(tokenizer_dir),
                     parameters=preset.raw)
     different = trained.differences(now)
     if different:

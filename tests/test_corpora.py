@@ -13,7 +13,7 @@ import pytest
 import pretraining.data.build as build
 from conftest import ROOT, SAMPLE_CORPUS, run_python, run_script, sample_lines
 from pretraining.data import storage
-from pretraining.data.collators import MaskedLMCollator, mask_tokens
+from pretraining.data.collators import MaskedLMCollator, Masking, mask_tokens
 from pretraining.data.build import ExampleSpec
 from pretraining.data.cache import load_examples, prepare_examples
 from pretraining.data.mixing import MixedExamples, sources
@@ -191,7 +191,7 @@ def test_uint16_and_int32_storage_give_identical_batches(wordpiece_dir, tmp_path
     assert load_examples(small)[1]["id_type"] == "uint16" and load_examples(large)[1]["id_type"] == "int32"
     encoder = SubwordEncoder(wordpiece_dir)
     collator = MaskedLMCollator(encoder.token_id("[MASK]"), encoder.token_id("[PAD]"), encoder.vocab_size, seed=1,
-                                whole_word=True)
+                                masking=Masking("whole-word"))
     rows = [load_examples(folder)[0] for folder in (small, large)]
     assert len(rows[0]) == len(rows[1]) > 10
     for start in range(0, len(rows[0]), 8):
@@ -217,9 +217,9 @@ def test_compact_storage_keeps_every_word_and_segment(wordpiece_dir):
         ids = columns["input_ids"].values[offsets[k]:offsets[k + 1]]
         assert expanded["token_type_ids"][k] == columns["token_type_ids"].values[offsets[k]:offsets[k + 1]].tolist()
         original = mask_tokens(ids, columns["word_ids"].values[offsets[k]:offsets[k + 1]], np.random.default_rng(k),
-                               mask_id, encoder.vocab_size, whole_word=True)
+                               mask_id, encoder.vocab_size, Masking("whole-word"))
         again = mask_tokens(ids, expanded["word_ids"][k], np.random.default_rng(k), mask_id, encoder.vocab_size,
-                            whole_word=True)
+                            Masking("whole-word"))
         assert all(np.array_equal(x, y) for x, y in zip(original, again))
 
 

@@ -94,8 +94,11 @@ def test_sparse_mlm_head_equals_the_full_head(family, pair_name, pair_label, pai
                           rtol=1e-5)
 
 
-def test_roberta_sparse_mlm_head_equals_the_stock_loss():
-    spec, model = model_for("roberta")
+@pytest.mark.parametrize("family,extra", [("roberta", {}), ("deberta", {"position-buckets": 8}),
+                                          ("modernbert", {"local-attention": 8, "global-attention-every": 2})])
+def test_masked_lm_sparse_head_equals_the_stock_loss(family, extra):
+    """Padded rows too (the batch has rows of several lengths), and ModernBERT's window (8 tokens of 24)."""
+    spec, model = model_for(family, **extra)
     batch = mlm_batch(3, pairs=False)
     with torch.no_grad():
         stock = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -147,3 +150,37 @@ def test_chunked_lm_loss_equals_the_stock_forward(family, monkeypatch):
     assert got.keys() == expected.keys()
     for name in expected:
         assert torch.allclose(got[name][0], expected[name], rtol=1e-5), (name, got[name][0], expected[name])
+
+
+FLOP_EXTRA = {"albert": {"embedding-size": 32}, "llama": {"key-value-heads": 1}, "deberta": {"position-buckets": 64},
+              "modernbert": {"local-attention": 8, "global-attention-every": 2},
+              "electra": {"embedding-size": 32, "generator-size": "1/2"}}
+
+
+@pytest.mark.parametrize("family", ["bert", "albert", "roberta", "deberta", "modernbert", "electra", "gpt2", "llama",
+                                    "t5"])
+def test_flop_formula_is_near_the_counted_flops(family):
+    """Each family's formula against torch's count of a training step's matrix products. The
+    formulas count the MLM heads' transform at every token (it runs at the masked ones), so they
+    may be above the count; an attention or output-layer term missing falls below 0.9."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec, model = model_for(family, **{"hidden-size": 128, "ffn-inner-hidden-size": 512, "sequence-length": 64,
+                                       **FLOP_EXTRA.get(family, {})})
+    model.train()
+    torch.manual_seed(0)
+    if spec.masked_lm:
+        batch = mlm_batch(1, rows=4, length=64, pairs=spec.example_kind != "packed",
+                          label="sentence_order_label" if family == "albert" else "next_sentence_label")
+    elif family == "t5":
+        batch = Seq2SeqCollator()([{"input_ids": torch.randint(5, 300, (64,)).tolist(),
+                                    "labels": torch.randint(5, 300, (16,)).tolist()} for _ in range(4)])
+    else:
+        batch = CausalLMCollator()([{"input_ids": torch.randint(5, 300, (64,)).tolist()} for _ in range(4)])
+    if spec.training_forward is not None:
+        install(model, spec.training_forward)
+    formula = spec.flops(model)
+    with FlopCounterMode(display=False) as counter:
+        out = model(batch)
+        sum(value[0] for name, value in out.items() if not name.startswith("acc/")).backward()
+    assert 0.9 < formula(batch) / counter.get_total_flops() < 1.2, (formula(batch), counter.get_total_flops())

@@ -84,7 +84,8 @@ def test_continue_refuses_another_run(params, wordpiece_dir, bpe_dir, finished, 
     (other_tokenizer / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     cases = [
         (wordpiece_dir, "bert-safe", ["--seed", "7"], "--seed: 42 then, 7 now"),
-        (wordpiece_dir, "bert-safe", ["--do_whole_word_mask"], "--do_whole_word_mask: False then, True now"),
+        (wordpiece_dir, "bert-safe", ["--do_whole_word_mask"], "the masking (--masking, --do_whole_word_mask or "
+                                                                 "the preset's \"masking\"): 'token' then, 'whole-word' now"),
         (str(other_tokenizer), "bert-safe", [], "the tokenizer"),
         (wordpiece_dir, "bert-safe-lr", [], "preset keys learning-rate"),
         (wordpiece_dir, "bert-safe-wide", [], "preset keys hidden-size"),

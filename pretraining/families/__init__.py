@@ -43,6 +43,8 @@ FAMILY_MODULES = (
     "elmo",
     "roberta",
     "llama",
+    "deberta",
+    "modernbert",
 )
 FAMILIES = {family.name: family for family in
             (importlib.import_module(f"{__name__}.{module}").FAMILY for module in FAMILY_MODULES)}

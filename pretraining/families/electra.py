@@ -56,8 +56,6 @@ def configs(preset, vocab):
 def check(preset, where):
     check_whole_heads(preset, where)
     generator_sizes(preset)  # a generator without a whole attention head is refused here, before any work
-    if not 0 < preset.mask_percent < 100:
-        raise UserError(f"{where}: \"mask-percent\" must be between 0 and 100")
 
 
 def create(preset, vocab):

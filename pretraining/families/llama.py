@@ -9,6 +9,8 @@ from ja_common.errors import UserError
 
 from .spec import CAUSAL_LM, TRANSFORMER_KEYS, Family, check_whole_heads, dropout, single_model, transformers_class
 
+ROPE_THETA = 10000.0  # "rope-theta" when the preset has none
+
 
 def config(preset, vocab):
     from transformers import LlamaConfig
@@ -18,7 +20,7 @@ def config(preset, vocab):
         num_hidden_layers=preset.number_of_layers, num_attention_heads=preset.attention_heads,
         num_key_value_heads=preset.key_value_heads or preset.attention_heads,
         max_position_embeddings=preset.sequence_length, rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "default", "rope_theta": preset.rope_theta},
+        rope_parameters={"rope_type": "default", "rope_theta": preset.rope_theta or ROPE_THETA},
         tie_word_embeddings=bool(preset.tie_weights), attention_dropout=dropout(preset, 0.0),
         bos_token_id=vocab.cls_id, eos_token_id=vocab.sep_id, pad_token_id=vocab.pad_id,
     )
@@ -29,7 +31,7 @@ def check(preset, where):
     groups = preset.key_value_heads
     if groups is not None and (groups < 1 or preset.attention_heads % groups):
         raise UserError(f"{where}: \"key-value-heads\" {groups} must divide \"attention-heads\" {preset.attention_heads}")
-    if preset.rope_theta <= 0:
+    if preset.rope_theta is not None and preset.rope_theta <= 0:
         raise UserError(f"{where}: \"rope-theta\" must be positive")
 
 

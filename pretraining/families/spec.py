@@ -36,7 +36,7 @@ class Family:
     name: str  # the "family" value in parameter.json
     title: str  # how the model card names it: "BERT", "GatedCNN"
     example_kind: str  # nsp, sop, packed or span (pretraining/data/builders.py)
-    make_collator: Callable  # (preset, vocab, seed, whole_word) -> a collator of items into a batch
+    make_collator: Callable  # (preset, vocab, seed, masking) -> a collator of items into a batch
     create: Callable  # (preset, vocab) -> the model to train: new, or continued from the preset's directory
     load: Callable  # (model_dir) -> a trained model (the final directory or a checkpoint)
     # (model, batch) -> {name: (sum, count)}, installed as the model's forward for training;
@@ -58,6 +58,11 @@ class Family:
     def __post_init__(self):
         if self.auto_class is None and self.usage is None:
             raise ValueError(f"family {self.name}: give auto_class or usage (how the model card says to load it)")
+
+    @property
+    def masked_lm(self):
+        """Whether the family predicts masked tokens (the masking keys and flags apply)."""
+        return self.make_collator is mlm_collator
 
     def usage_lines(self):
         if self.usage is not None:
@@ -125,20 +130,22 @@ def single_model(model_class, build_config, frozen_modules=None):
     return create, load
 
 
-def mlm_collator(preset, vocab, seed, whole_word):
-    from ..data.collators import MaskedLMCollator
+def mlm_collator(preset, vocab, seed, masking):
+    """``masking``: the run's masking mode (RunOptions.masking_mode); its settings come from the preset."""
+    from ..data.collators import MaskedLMCollator, Masking
 
     return MaskedLMCollator(vocab.mask_id, vocab.pad_id, vocab.size, seed,
-                            mask_prob=preset.mask_percent / 100, whole_word=whole_word)
+                            Masking(masking, preset.mask_percent / 100, preset.max_ngrams, preset.span_geo_prob,
+                                    preset.span_max_length))
 
 
-def causal_collator(preset, vocab, seed, whole_word):
+def causal_collator(preset, vocab, seed, masking):
     from ..data.collators import CausalLMCollator
 
     return CausalLMCollator()
 
 
-def seq2seq_collator(preset, vocab, seed, whole_word):
+def seq2seq_collator(preset, vocab, seed, masking):
     from ..data.collators import Seq2SeqCollator
 
     return Seq2SeqCollator()

@@ -1,0 +1,106 @@
+"""Masking modes (token, whole-word, ngram, span): their statistics over many examples."""
+
+import numpy as np
+import pytest
+
+from pretraining.data.collators import IGNORE, Masking, MaskedLMCollator, _choose_runs, _words, mask_tokens
+
+# two segments of MeCab words of 1-3 subwords, as a sentence pair: [CLS] A [SEP] B [SEP]
+WORD_IDS = np.array([-1] + [w for w in range(60) for _ in range(1 + w % 3)] + [-1]
+                    + [w for w in range(60, 100) for _ in range(1 + w % 2)] + [-1])
+IDS = np.arange(100, 100 + len(WORD_IDS))
+CANDIDATES = np.flatnonzero(WORD_IDS >= 0)
+SEGMENT = {w: 0 if w < 60 else 1 for w in range(100)}
+EXAMPLES = 1000
+
+
+def chosen_positions(masking, seed):
+    _, labels = mask_tokens(IDS, WORD_IDS, np.random.default_rng(seed), 4, 1000, masking)
+    return labels != IGNORE
+
+
+@pytest.mark.parametrize("mode", ["token", "whole-word", "ngram", "span"])
+@pytest.mark.parametrize("rate", [0.15, 0.3])
+def test_share_of_masked_tokens_and_whole_words(mode, rate):
+    masking = Masking(mode, rate)
+    shares, split_words = [], 0
+    for seed in range(EXAMPLES):
+        chosen = chosen_positions(masking, seed)
+        assert not chosen[WORD_IDS < 0].any()  # [CLS] and [SEP] are never predicted
+        shares.append(chosen.sum() / len(CANDIDATES))
+        split_words += sum(len(set(chosen[WORD_IDS == w])) > 1 for w in range(100))
+    assert abs(np.mean(shares) - rate) < 0.01, np.mean(shares)
+    if mode == "token":
+        assert split_words > EXAMPLES  # tokens are chosen alone, so words get split
+    else:
+        assert split_words == 0  # never part of a word
+
+
+def chosen_runs(masking, seed, word_ids=WORD_IDS, rate=0.15):
+    candidates = np.flatnonzero(word_ids >= 0)
+    target = max(1, round(len(candidates) * rate))
+    return _choose_runs(_words(candidates, word_ids), np.random.default_rng(seed), target, masking)
+
+
+def run_words(run, word_ids=WORD_IDS):
+    return sorted(set(word_ids[run].tolist()))
+
+
+@pytest.mark.parametrize("masking,expected_mean", [(Masking("ngram"), 1 / (1 + 1 / 2 + 1 / 3) * 3),
+                                                   (Masking("span"), 3.8),
+                                                   (Masking("span", span_geo_prob=0.3, span_max_length=5), None)])
+def test_unit_lengths_follow_their_distribution(masking, expected_mean):
+    probabilities = masking.length_probabilities
+    rng = np.random.default_rng(0)
+    drawn = np.array([masking.draw_length(rng) for _ in range(20000)])
+    for n, p in enumerate(probabilities, start=1):
+        assert abs((drawn == n).mean() - p) < 0.01, (n, (drawn == n).mean(), p)
+    if expected_mean is not None:  # 1/n over 1..3; SpanBERT's 3.8 words at p 0.2 clipped at 10
+        assert abs(drawn.mean() - expected_mean) < 0.05
+    assert drawn.max() == len(probabilities)
+    # the runs chosen: consecutive whole words of one segment, none overlapping
+    for seed in range(300):
+        runs = chosen_runs(masking, seed)
+        covered = np.concatenate(runs)
+        assert len(covered) == len(set(covered.tolist()))
+        for run in runs:
+            words = run_words(run)
+            assert words == list(range(words[0], words[-1] + 1)) and len({SEGMENT[w] for w in words}) == 1
+            assert np.array_equal(run, np.flatnonzero(np.isin(WORD_IDS, words)))
+    # their lengths, on a 450-token sequence, follow the drawn ones: shortened a little where a run
+    # would pass the target (about one run of each example's ten) or the sequence's end
+    long_words = np.array([-1] + [w for w in range(300) for _ in range(1 + w % 2)] + [-1])
+    lengths = np.array([len(run_words(run, long_words)) for seed in range(300)
+                        for run in chosen_runs(masking, seed, long_words)])
+    for n, p in enumerate(probabilities, start=1):
+        assert abs((lengths == n).mean() - p) < 0.06, (n, (lengths == n).mean(), p)
+    mean = (probabilities * np.arange(1, len(probabilities) + 1)).sum()
+    assert 0.85 * mean < lengths.mean() <= mean
+
+
+@pytest.mark.parametrize("mode", ["ngram", "span"])
+def test_ngram_and_span_units_are_replaced_as_a_whole(mode):
+    """80% of the units become [MASK], 10% random tokens, 10% stay: all tokens of a unit alike."""
+    kinds = []
+    for seed in range(300):
+        # random tokens are drawn below 100, the example's ids are 100 and above, [MASK] is 5000
+        masked, labels = mask_tokens(IDS, WORD_IDS, np.random.default_rng(seed), 5000, 100, Masking(mode))
+        for run in chosen_runs(Masking(mode), seed):  # the same draws: the runs mask_tokens chose
+            assert (labels[run] == IDS[run]).all()
+            states = {"mask" if m == 5000 else "kept" if m == i else "random" for m, i in zip(masked[run], IDS[run])}
+            assert len(states) == 1, states
+            kinds.append(states.pop())
+    shares = {k: kinds.count(k) / len(kinds) for k in ("mask", "random", "kept")}
+    assert abs(shares["mask"] - 0.8) < 0.03 and abs(shares["random"] - 0.1) < 0.03, shares
+
+
+def test_masks_are_a_function_of_seed_epoch_and_example_alone():
+    item = {"input_ids": IDS.tolist(), "word_ids": WORD_IDS.tolist(), "epoch": 2, "index": 17}
+    other = dict(item, index=3)
+    for mode in ("ngram", "span"):
+        collator = MaskedLMCollator(mask_id=4, pad_id=0, vocab_size=1000, seed=5, masking=Masking(mode))
+        alone, together = collator([item]), collator([other, item])
+        assert (alone["labels"][0] == together["labels"][1]).all()
+        assert (alone["input_ids"][0] == together["input_ids"][1]).all()
+        next_epoch = collator([dict(item, epoch=3)])
+        assert not (alone["labels"][0] == next_epoch["labels"][0]).all()
