@@ -64,19 +64,21 @@ def _inside(path, folder):
 
 
 def check_output_dir(input_dir, output_dir, overwrite):
-    """Refuse an output that would replace or mix with the training run; --overwrite replaces only an extraction."""
+    """Refuse an output that would replace or remove the run's own files (the input, a folder above it,
+    a checkpoint, generator/, discriminator/, accelerate's state); a new folder inside the run is
+    fine. --overwrite replaces only an earlier extraction."""
     source, out = os.path.realpath(input_dir), os.path.realpath(output_dir)
-    if _inside(out, source) or _inside(source, out):
-        raise UserError(f"--output_dir {output_dir} is, holds or lies inside --input_dir {input_dir}: extract into "
-                        "a new folder beside the checkpoints, e.g. <model_dir>/extracted-<step>")
+    if _inside(source, out):
+        raise UserError(f"--output_dir {output_dir} is or holds --input_dir {input_dir}: extract into a new folder, "
+                        "e.g. <model_dir>/extracted-<step>")
     is_checkpoint = re.fullmatch(r"checkpoint-\d+", os.path.basename(source))
     run = os.path.dirname(source) if is_checkpoint else source
     if _inside(out, run):
         first = os.path.relpath(out, run).split(os.sep)[0]
         if re.fullmatch(r"\.?checkpoint-\d+(\..+)?", first) or first in (GENERATOR_DIR, DISCRIMINATOR_DIR,
                                                                           ACCELERATE_DIR):
-            raise UserError(f"--output_dir {output_dir} lies inside the run's own {first}: extract into a new folder "
-                            "beside the checkpoints, e.g. <model_dir>/extracted-<step>")
+            raise UserError(f"--output_dir {output_dir} lies inside the run's own {first}: extract into a new folder, "
+                            "e.g. <model_dir>/extracted-<step>")
     if not os.path.exists(out):
         return
     if not os.path.isdir(out):

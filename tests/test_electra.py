@@ -157,18 +157,31 @@ def test_extraction_never_deletes_the_run(trained, tmp_path):
     work, _, model_dir = trained
     checkpoint = model_dir / "checkpoint-100"
     before = sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*"))
-    for output, expected in ((checkpoint, "is, holds or lies inside --input_dir"),
-                             (model_dir, "is, holds or lies inside --input_dir"),
-                             (work, "is, holds or lies inside --input_dir"),
-                             (checkpoint / "generator", "is, holds or lies inside --input_dir"),
+    for output, expected in ((checkpoint, "is or holds --input_dir"),
+                             (model_dir, "is or holds --input_dir"),
+                             (work, "is or holds --input_dir"),
+                             (checkpoint / "generator", "lies inside the run's own checkpoint-100"),
                              (model_dir / "checkpoint-50", "lies inside the run's own checkpoint-50"),
                              (model_dir / "discriminator", "lies inside the run's own discriminator")):
         _extract_fails(["--input_dir", str(checkpoint), "--output_dir", str(output), "--generator", "--overwrite"],
                        expected)
     # the final model directory as input: the run is the input itself
-    _extract_fails(["--input_dir", str(model_dir), "--output_dir", str(model_dir / "generator"), "--generator",
-                    "--overwrite"], "is, holds or lies inside --input_dir")
+    for output, expected in ((model_dir / "generator", "lies inside the run's own generator"),
+                             (model_dir / "checkpoint-100" / "x", "lies inside the run's own checkpoint-100"),
+                             (model_dir, "is or holds --input_dir")):
+        _extract_fails(["--input_dir", str(model_dir), "--output_dir", str(output), "--generator", "--overwrite"],
+                       expected)
     assert sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*")) == before
+    # a new folder inside the final model's directory is its natural place (#26)
+    final = model_dir / "extracted-final"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "extract_electra_model.py"), "--input_dir",
+                             str(model_dir), "--output_dir", str(final), "--generator", "--discriminator"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(final)) == ["discriminator", "generator"]
+    assert sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if "extracted-final" not in str(p)) \
+        == before
+    shutil.rmtree(final)
     # --overwrite replaces an earlier extraction (here inside the run, as upstream's README does), nothing else
     extracted = model_dir / "extracted-100"
     for _ in range(2):
