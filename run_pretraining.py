@@ -15,9 +15,8 @@ PROCESS_START = time.time()  # for the resume time reported in the log
 
 from ja_common.corpus import ENCODING_ERRORS
 from ja_common.errors import exit_on_user_error
-from pretraining.data.collators import MASKING_MODES
 from pretraining.options import RunOptions
-from pretraining.presets import ATTENTION_IMPLEMENTATIONS
+from pretraining.presets import ATTENTION_IMPLEMENTATIONS, MASKING_MODES
 
 
 def parse_args(argv=None):
@@ -85,6 +84,10 @@ def parse_args(argv=None):
                        help="transformers' attention kernel (default: sdpa where the family has it)")
     speed.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                        help="bfloat16 mixed precision (GPUs since Ampere, and CPUs)")
+    data.add_argument("--dataloader_num_workers", type=int,
+                       help="processes that read and mask batches ahead of the training step (default: on a GPU, "
+                            "the process's cores less one, at most 8; on the CPU 0, batches made in the training "
+                            "process); the batches are the same with any number")
     speed.add_argument("--peak_tflops", type=float,
                        help="the device's peak TFLOP/s for MFU (known GPUs are looked up)")
     compat = parser.add_argument_group("accepted for upstream compatibility")

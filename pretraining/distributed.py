@@ -52,6 +52,14 @@ def rank_batch_size(preset, override_node_rank=None):
     return node_batch // processes
 
 
+def cores_per_local_process():
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // local_world_size())
+
+
 def set_cpu_threads():
     """On CPU, share the cores among the local processes (oversubscription is several times slower)."""
     if torch.cuda.is_available():
@@ -59,11 +67,28 @@ def set_cpu_threads():
     if os.environ.get("OMP_NUM_THREADS"):  # the user chose
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         return
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // local_world_size()))
+    torch.set_num_threads(cores_per_local_process())
+
+
+MAX_LOADER_WORKERS = 8
+
+
+def default_loader_workers():
+    """--dataloader_num_workers when not given: on a GPU, this process's cores less the one that
+    drives the GPU (at most 8); on the CPU none, as the model's threads use every core."""
+    if not torch.cuda.is_available():
+        return 0
+    return min(MAX_LOADER_WORKERS, cores_per_local_process() - 1)
+
+
+def start_loader_worker(stop_signals, worker_id):
+    """A loader worker: one thread (the workers share the cores), and deaf to the stop signals: the
+    training process decides when the run stops, and ends its workers itself."""
+    import signal
+
+    torch.set_num_threads(1)
+    for number in stop_signals:
+        signal.signal(number, signal.SIG_IGN)
 
 
 def gather_rank_batches(accelerator, my_batch):

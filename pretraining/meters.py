@@ -9,6 +9,8 @@ from ja_common.errors import UserError
 
 from . import checkpoints as ckpt
 
+SHOWN_DATA_WAIT = 0.03  # the progress bar shows the share of time waiting for data above this
+
 
 def objective_means(names, totals):
     """{"loss/<name>" or "acc/<name>": mean} from the (sum, count) totals laid out as the training step
@@ -29,6 +31,7 @@ class LossMeter:
 
     def __init__(self):
         self.names, self.totals, self.flops, self.started = None, None, 0.0, time.time()
+        self.data_seconds = 0.0  # spent waiting for the next batch
 
     def add(self, names, totals, flops):
         self.names = names
@@ -98,6 +101,7 @@ def log_figures(accelerator, bar, meter, weights, step, scheduler, grad_norm, ex
         "tokens_per_second": real_tokens / seconds,  # padding not counted
         "padding_ratio": 1 - real_tokens / max(all_tokens, 1),
         "tflops_per_second": meter.flops / seconds / 1e12,  # model FLOPs of all ranks (pretraining/flops.py)
+        "data_wait_ratio": meter.data_seconds / seconds,  # this rank's (the main process's) wait for batches
     })
     if peak_tflops:
         values["mfu"] = values["tflops_per_second"] / (peak_tflops * accelerator.num_processes)
@@ -109,5 +113,7 @@ def log_figures(accelerator, bar, meter, weights, step, scheduler, grad_norm, ex
         figures["mfu"] = f"{values['mfu']:.1%}"
     if "peak_memory_gib" in values:
         figures["mem"] = f"{values['peak_memory_gib']:.1f}G"
+    if values["data_wait_ratio"] > SHOWN_DATA_WAIT:
+        figures["data"] = f"{values['data_wait_ratio']:.0%}"
     bar.set_postfix(figures)
     return {k: values[k] for k in ("loss", "tokens_per_second") if k in values}

@@ -37,7 +37,7 @@ class RunOptions:
     do_eval: bool = False
     # training
     do_whole_word_mask: bool = False  # upstream's flag: --masking whole-word
-    masking: str = None  # None: the preset's "masking" (pretraining/data/collators.py MASKING_MODES)
+    masking: str = None  # None: the preset's "masking" (pretraining/presets.py MASKING_MODES)
     do_continue: bool = False
     allow_data_change: bool = False  # --do_continue on examples other than the checkpoint's
     overwrite_output_dir: bool = False
@@ -56,6 +56,7 @@ class RunOptions:
     attention_implementation: str = None
     bf16: bool = None
     peak_tflops: float = None
+    dataloader_num_workers: int = None  # None: pretraining/distributed.py default_loader_workers
     # upstream's flags
     fp16_type: int = None
     tokenizer_type: str = None

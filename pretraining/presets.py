@@ -80,6 +80,7 @@ KEYS = {
 }
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 LR_SCHEDULERS = ("linear", "cosine", "constant", "warmup-stable-decay")  # pretraining/modeling.py scheduler_for
+MASKING_MODES = ("token", "whole-word", "ngram", "span")  # pretraining/data/collators.py Masking
 
 
 @dataclass
@@ -268,8 +269,6 @@ def _check_ranges(p):
 
 
 def _check_masking(p, where):
-    from .data.collators import MASKING_MODES
-
     masking_keys = ("masking", "mask-percent", "max-ngrams", "span-geo-prob", "span-max-length")
     if not _families()[p.family].masked_lm:
         given = [k for k in masking_keys if k in p.raw]

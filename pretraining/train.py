@@ -3,6 +3,7 @@
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -22,8 +23,8 @@ from .data.build import ExampleSpec
 from .data.cache import examples_identity, load_examples, tokenizer_fingerprint
 from .data.prepare import prepare
 from .data.sampler import GlobalBatchSampler, IndexedExamples
-from .distributed import (check_nodes, gather_rank_batches, rank_batch_size, set_cpu_threads,
-                          set_deepspeed_micro_batch)
+from .distributed import (check_nodes, default_loader_workers, gather_rank_batches, rank_batch_size, set_cpu_threads,
+                          set_deepspeed_micro_batch, start_loader_worker)
 from .evaluate import Evaluator
 from .families import family_of, vocabulary_for
 from .flops import device_peak_tflops
@@ -32,6 +33,9 @@ from .model_card import write_model_card
 from .modeling import apply_flag_overrides, build_model, load_trained_model, optimizer_for, scheduler_for
 from .run_record import RunRecord
 from .stopping import EXIT_STOPPED, STATUS_FILE, Agreement, StopControl, write_status
+
+
+LOADER_PREFETCH = 4  # batches each loader worker keeps ready
 
 
 def make_accelerator(preset, options):
@@ -204,11 +208,7 @@ def train(options, preset, family, accelerator, stops):
                               my_batch, best=record.best_eval_loss)
     sampler = GlobalBatchSampler(len(dataset), rank_batches, accelerator.process_index, options.seed,
                                  start_step=record.step * preset.accumulation_steps)
-    # A generator of its own: creating a loader iterator otherwise draws from the global torch
-    # RNG, which would shift every dropout mask after a resume.
-    loader = torch.utils.data.DataLoader(IndexedExamples(dataset), batch_sampler=sampler, collate_fn=collator,
-                                         pin_memory=torch.cuda.is_available(),
-                                         generator=torch.Generator().manual_seed(options.seed))
+    loader = training_loader(dataset, sampler, collator, options, stops)
     writer = ModelWriter(accelerator, model, family, record, tokenizer_files)
     training = Training(accelerator, family, preset, model, optimizer, scheduler, loader, writer, options.model_dir,
                         stops, evaluator, device_peak_tflops(options.peak_tflops))
@@ -231,6 +231,22 @@ def train(options, preset, family, accelerator, stops):
         write_status(options.model_dir, "finished", record.step)
         print(f"model saved to {options.model_dir}")
     accelerator.end_training()
+
+
+def training_loader(dataset, sampler, collator, options, stops):
+    """Batches read, expanded and masked in --dataloader_num_workers processes, a few steps ahead
+    of the GPU; the same batches with any number of workers (masks depend on the example alone)."""
+    workers = options.dataloader_num_workers
+    workers = default_loader_workers() if workers is None else workers
+    if workers < 0:
+        raise UserError("--dataloader_num_workers must be 0 (batches made in the training process) or more")
+    # A generator of its own: creating a loader iterator otherwise draws from the global torch
+    # RNG, which would shift every dropout mask after a resume.
+    return torch.utils.data.DataLoader(
+        IndexedExamples(dataset), batch_sampler=sampler, collate_fn=collator, num_workers=workers,
+        persistent_workers=workers > 0, prefetch_factor=LOADER_PREFETCH if workers else None,
+        worker_init_fn=functools.partial(start_loader_worker, stops.signals) if workers else None,
+        pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(options.seed))
 
 
 def stop_run(accelerator, options, stops, record, checkpoint):
@@ -353,7 +369,9 @@ def train_loop(training, record, bar):
     batches = iter(t.loader)
     t.stops.start_training()
     while step < preset.train_steps:
+        waiting = time.perf_counter()  # the share of time spent here is logged as data_wait_ratio
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
+        meter.data_seconds += time.perf_counter() - waiting
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 losses = model(batch)

@@ -262,3 +262,25 @@ def test_mixing_weights_give_their_shares(twins, wordpiece_dir, tmp_path):
     last = len(mixed) - 1
     batch = mixed[[0, last, 1]]
     assert batch["input_ids"] == [a[0]["input_ids"], b[rows_b[-1]]["input_ids"], a[rows_a[1]]["input_ids"]]
+
+
+def test_batches_read_as_arrow_equal_the_rows_datasets_gives(wordpiece_dir, tmp_path):
+    """IndexedExamples reads a batch of stored rows as one Arrow table (storage.expand_table): the
+    items equal what datasets' rows expand to, for every example kind and for the folder written
+    by 824858b (tests/fixtures)."""
+    from pretraining.data.sampler import IndexedExamples
+
+    folders = [prepare_examples([SAMPLE_CORPUS], wordpiece_dir, ExampleSpec(kind, 48),
+                                dataset_dir=str(tmp_path / kind), show_progress=False)
+               for kind in ("nsp", "sop", "packed", "span")]
+    folders.append(os.path.join(ROOT, "tests", "fixtures", "main-824858b", "examples"))
+    for folder in folders:
+        examples = IndexedExamples(load_examples(folder)[0])
+        keys = [(1, int(i)) for i in np.random.default_rng(0).permutation(len(examples))[:20]]
+        fast = examples.__getitems__(keys)
+        examples.table = None  # datasets' rows through storage.expand
+        slow = examples.__getitems__(keys)
+        for a, b in zip(fast, slow):
+            assert a.keys() == b.keys() and len(a) >= 4, folder
+            for name in a:
+                assert np.array_equal(np.asarray(a[name]), np.asarray(b[name])), (folder, name)

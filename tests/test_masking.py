@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pretraining.data.collators import IGNORE, Masking, MaskedLMCollator, _choose_runs, _words, mask_tokens
+from pretraining.data.collators import (IGNORE, Masking, MaskedLMCollator, _choose_runs, _words, example_rng, mask_batch,
+                                        mask_tokens)
 
 # two segments of MeCab words of 1-3 subwords, as a sentence pair: [CLS] A [SEP] B [SEP]
 WORD_IDS = np.array([-1] + [w for w in range(60) for _ in range(1 + w % 3)] + [-1]
@@ -104,3 +105,28 @@ def test_masks_are_a_function_of_seed_epoch_and_example_alone():
         assert (alone["input_ids"][0] == together["input_ids"][1]).all()
         next_epoch = collator([dict(item, epoch=3)])
         assert not (alone["labels"][0] == next_epoch["labels"][0]).all()
+
+
+@pytest.mark.parametrize("mode", ["token", "whole-word"])
+def test_batch_masking_equals_one_example_at_a_time(mode):
+    """The collator masks token and whole-word batches with numpy over the whole batch: the same
+    masks, bit for bit, as mask_tokens on each example with its own generator."""
+    rng = np.random.default_rng(0)
+    rows, keys = [], []
+    for k in range(40):
+        length = int(rng.integers(3, 90))
+        words = np.repeat(np.arange(length), rng.integers(1, 4, length))[:length]
+        words[0] = words[-1] = -1
+        if k % 7 == 0:
+            words[:] = -1  # nothing to mask
+        rows.append((rng.integers(5, 900, length), words))
+        keys.append((k % 3, 1000 + k))
+    lengths = np.array([len(ids) for ids, _ in rows])
+    masking = Masking(mode, 0.2)
+    masked, labels = mask_batch(np.concatenate([ids for ids, _ in rows]), np.concatenate([w for _, w in rows]),
+                                lengths, keys, 11, 4, 1000, masking)
+    start = 0
+    for (ids, words), (epoch, index), length in zip(rows, keys, lengths):
+        one = mask_tokens(ids, words, example_rng(11, epoch, index), 4, 1000, masking)
+        assert np.array_equal(one[0], masked[start:start + length]) and np.array_equal(one[1], labels[start:start + length])
+        start += length

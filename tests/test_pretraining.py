@@ -114,7 +114,8 @@ def test_family_trains_and_loads_in_a_pipeline(params, wordpiece_dir, tmp_path, 
     pretrain(params, wordpiece_dir, model_dir, model_type, *masking, "--peak_tflops", "0.5")
     loss = logged(model_dir, "loss")
     assert len(loss) == 16 and np.mean(loss[-3:]) < np.mean(loss[:3]) - 0.3, loss
-    for tag in tags + ["lr", "grad_norm", "tokens_per_second", "examples_seen", "tflops_per_second", "mfu"]:
+    for tag in tags + ["lr", "grad_norm", "tokens_per_second", "examples_seen", "tflops_per_second", "mfu",
+                       "data_wait_ratio"]:
         assert logged(model_dir, tag), tag
     padding = logged(model_dir, "padding_ratio")
     if model_type.startswith(("bert", "albert")):  # pairs shorter than the sequence are padded
@@ -170,15 +171,21 @@ def test_kill_and_continue_equals_uninterrupted_run(params, wordpiece_dir, tmp_p
     records.write_text("".join(json.dumps({"text": line}, ensure_ascii=False) + "\n" for line in sample_lines()[:60]),
                        encoding="utf-8")
     mix = ("--input_file", f"{SAMPLE_CORPUS}:1", f"{records}:0.3")
-    for name, model_type, extra in (("bert", "bert-resume", ()), ("gpt2", "gpt2-resume", ()),
-                                    ("mix", "gpt2-resume", mix), ("roberta", "roberta-resume", ()),
-                                    ("llama", "llama-resume", ()), ("wsd", "gpt2-wsd-resume", ()),
-                                    ("deberta", "deberta-resume", ()), ("modernbert", "modernbert-resume", ())):
+    # "workers": the uninterrupted run makes its batches in the training process, the killed and
+    # continued one in 2 loader workers: the same weights
+    workers = ("--dataloader_num_workers", "2")
+    for name, model_type, extra, broken_extra in (
+            ("bert", "bert-resume", (), ()), ("gpt2", "gpt2-resume", (), ()), ("mix", "gpt2-resume", mix, ()),
+            ("roberta", "roberta-resume", (), ()), ("llama", "llama-resume", (), ()),
+            ("wsd", "gpt2-wsd-resume", (), ()), ("deberta", "deberta-resume", (), ()),
+            ("modernbert", "modernbert-resume", (), ()), ("workers", "bert-resume", (), workers)):
         whole, broken = tmp_path / f"{name}-whole", tmp_path / f"{name}-broken"
         pretrain(params, wordpiece_dir, whole, model_type, "--do_whole_word_mask", *extra)
-        kill_once_saved(params, wordpiece_dir, broken, model_type, "checkpoint-4", "--do_whole_word_mask", *extra)
+        kill_once_saved(params, wordpiece_dir, broken, model_type, "checkpoint-4", "--do_whole_word_mask", *extra,
+                        *broken_extra)
         assert not (broken / "checkpoint-10").exists(), "the run ended before it was killed"
-        result = pretrain(params, wordpiece_dir, broken, model_type, "--do_whole_word_mask", "--do_continue", *extra)
+        result = pretrain(params, wordpiece_dir, broken, model_type, "--do_whole_word_mask", "--do_continue", *extra,
+                          *broken_extra)
         assert "resumed from" in result.stdout + result.stderr
         assert bool(list(tmp_path.glob(f"{name}-whole-cache/mix-*/mixture.json"))) == (name == "mix")
         expected, got = weights(whole), weights(broken)

@@ -18,15 +18,12 @@ def example_rng(seed, epoch, index):
     return np.random.default_rng([seed, epoch, index])
 
 
-MASKING_MODES = ("token", "whole-word", "ngram", "span")
-
-
 @dataclass(frozen=True)
 class Masking:
     """How the units to predict are chosen (preset keys "masking", "mask-percent", "max-ngrams",
     "span-geo-prob", "span-max-length")."""
 
-    mode: str = "token"  # one of MASKING_MODES
+    mode: str = "token"  # one of pretraining/presets.py MASKING_MODES
     rate: float = 0.15  # the share of the tokens predicted
     max_ngrams: int = 3  # ngram: whole-word n-grams up to this n, P(n) proportional to 1/n
     span_geo_prob: float = 0.2  # span: P(n) proportional to p (1 - p)^(n - 1), n up to span_max_length
@@ -51,17 +48,24 @@ def _words(candidates, word_ids):
     return np.split(candidates, starts[1:])
 
 
-def _choose_units(units, rng, target):
-    """BERT's choice: units in a random order, each taken while the count stays within target."""
+def _choose_units(sizes, rng, target):
+    """BERT's choice: units (of ``sizes`` tokens) in a random order, each taken while the count stays
+    within target; (their numbers in the order taken, the tokens they hold)."""
     chosen, count = [], 0
-    for k in rng.permutation(len(units)):
+    for k in rng.permutation(len(sizes)).tolist():
         if count >= target:
             break
-        if count + len(units[k]) > target and count > 0:
+        if count + sizes[k] > target and count > 0:
             continue
-        chosen.append(units[k])
-        count += len(units[k])
-    return chosen
+        chosen.append(k)
+        count += sizes[k]
+    return np.array(chosen, dtype=np.int64), count
+
+
+def _runs_of(first, sizes, chosen):
+    """The positions (into the candidates) of the chosen units, unit after unit, without a Python loop."""
+    starts, lengths = first[chosen], sizes[chosen]
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
 
 
 def _choose_runs(words, rng, target, masking):
@@ -113,12 +117,15 @@ def mask_tokens(ids, word_ids, rng, mask_id, vocab_size, masking=Masking()):
     if masking.mode in ("ngram", "span"):
         chosen = _choose_runs(_words(candidates, word_ids), rng, target, masking)
         action = np.repeat(rng.random(len(chosen)), [len(c) for c in chosen])
-    else:
-        units = (_words(candidates, word_ids) if masking.mode == "whole-word"
-                 else [candidates[k : k + 1] for k in range(len(candidates))])
-        chosen = _choose_units(units, rng, target)
+        positions = np.concatenate(chosen)
+    elif masking.mode == "whole-word":  # units: runs of equal word id (the subwords of one MeCab word)
+        first = np.flatnonzero(np.diff(word_ids[candidates], prepend=-2) != 0)
+        sizes = np.diff(first, append=len(candidates))
+        positions = candidates[_runs_of(first, sizes, _choose_units(sizes.tolist(), rng, target)[0])]
         action = None
-    positions = np.concatenate(chosen)
+    else:  # tokens: _choose_units would take the first target of the order
+        positions = candidates[rng.permutation(len(candidates))[:target]]
+        action = None
     labels[positions] = ids[positions]
     if action is None:
         action = rng.random(len(positions))
@@ -129,33 +136,82 @@ def mask_tokens(ids, word_ids, rng, mask_id, vocab_size, masking=Masking()):
     return masked, labels
 
 
-def _pad(rows, value, length):
-    out = np.full((len(rows), length), value, dtype=np.int64)
-    for k, row in enumerate(rows):
-        out[k, : len(row)] = row
+def mask_batch(ids, word_ids, lengths, keys, seed, mask_id, vocab_size, masking):
+    """``mask_tokens`` of every example of a batch laid end to end (``lengths`` each), token and
+    whole-word masking: the same masks, bit for bit, with numpy doing the work over the whole batch
+    and each example's generator (``keys``: (epoch, index)) making only its own draws.
+    Returns (masked ids, labels), flat."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    candidates = np.flatnonzero(word_ids >= 0)
+    row = np.repeat(np.arange(len(lengths)), lengths)[candidates]
+    # units: each candidate token, or each run of one word id among a row's candidates
+    first_flags = np.ones(len(candidates), dtype=bool)
+    if masking.mode == "whole-word":
+        words = word_ids[candidates]
+        first_flags[1:] = (words[1:] != words[:-1]) | (row[1:] != row[:-1])
+    unit_first = np.flatnonzero(first_flags)
+    unit_sizes = np.diff(unit_first, append=len(candidates))
+    units_per_row = np.bincount(row[unit_first], minlength=len(lengths))
+    unit_start = np.concatenate([[0], np.cumsum(units_per_row)])
+    candidates_per_row = np.bincount(row, minlength=len(lengths)).tolist()
+    sizes = unit_sizes.tolist() if masking.mode == "whole-word" else None
+    chosen, actions, random_ids = [], [], []
+    for k, (epoch, index) in enumerate(keys):
+        if candidates_per_row[k] == 0:
+            continue
+        target = max(1, int(round(candidates_per_row[k] * masking.rate)))
+        rng = example_rng(seed, epoch, index)
+        if sizes is None:  # tokens: the first target of a random order
+            mine = rng.permutation(int(units_per_row[k]))[:target]
+            count = len(mine)
+        else:
+            mine, count = _choose_units(sizes[unit_start[k]:unit_start[k + 1]], rng, target)
+        chosen.append(mine + unit_start[k])
+        action = rng.random(count)
+        actions.append(action)
+        random_ids.append(rng.integers(0, vocab_size, size=int(((action >= 0.8) & (action < 0.9)).sum())))
+    labels = np.full(offsets[-1], IGNORE, dtype=np.int64)
+    masked = ids.copy()
+    if chosen:
+        positions = candidates[_runs_of(unit_first, unit_sizes, np.concatenate(chosen))]
+        action = np.concatenate(actions)
+        labels[positions] = ids[positions]
+        masked[positions[action < 0.8]] = mask_id
+        masked[positions[(action >= 0.8) & (action < 0.9)]] = np.concatenate(random_ids)
+    return masked, labels
+
+
+def _pad_flat(values, lengths, fill):
+    """Rows laid end to end -> (rows, longest) padded with ``fill``."""
+    out = np.full((len(lengths), int(lengths.max())), fill, dtype=np.int64)
+    out[np.arange(out.shape[1]) < lengths[:, None]] = values
     return torch.from_numpy(out)
 
 
 class MaskedLMCollator:
-    """MLM (with NSP/SOP labels when the examples have them) for BERT, ALBERT, ELECTRA, RoBERTa."""
+    """MLM (with NSP/SOP labels when the examples have them) for BERT, ALBERT, ELECTRA, RoBERTa,
+    DeBERTa, ModernBERT."""
 
     def __init__(self, mask_id, pad_id, vocab_size, seed, masking=Masking()):
         self.mask_id, self.pad_id, self.vocab_size = mask_id, pad_id, vocab_size
         self.seed, self.masking = seed, masking
 
     def __call__(self, items):
-        masked, labels = [], []
-        for item in items:
-            rng = example_rng(self.seed, item["epoch"], item["index"])
-            ids, lab = mask_tokens(item["input_ids"], item["word_ids"], rng, self.mask_id, self.vocab_size,
-                                   self.masking)
-            masked.append(ids)
-            labels.append(lab)
-        length = max(len(m) for m in masked)
+        lengths = np.array([len(i["input_ids"]) for i in items])
+        ids = np.concatenate([np.asarray(i["input_ids"], dtype=np.int64) for i in items])
+        word_ids = np.concatenate([np.asarray(i["word_ids"], dtype=np.int64) for i in items])
+        keys = [(i["epoch"], i["index"]) for i in items]
+        if self.masking.mode in ("token", "whole-word"):
+            masked, labels = mask_batch(ids, word_ids, lengths, keys, self.seed, self.mask_id, self.vocab_size,
+                                        self.masking)
+        else:
+            pairs = [mask_tokens(i["input_ids"], i["word_ids"], example_rng(self.seed, *key), self.mask_id,
+                                 self.vocab_size, self.masking) for i, key in zip(items, keys)]
+            masked, labels = (np.concatenate(part) for part in zip(*pairs))
         batch = {
-            "input_ids": _pad(masked, self.pad_id, length),
-            "labels": _pad(labels, IGNORE, length),
-            "attention_mask": _pad([np.ones(len(m)) for m in masked], 0, length),
+            "input_ids": _pad_flat(masked, lengths, self.pad_id),
+            "labels": _pad_flat(labels, lengths, IGNORE),
+            "attention_mask": torch.from_numpy((np.arange(lengths.max()) < lengths[:, None]).astype(np.int64)),
         }
         # the masked positions as flat indices into (batch, length), and their labels: the model
         # selects them with index_select, whose size is known on the host (no device sync)
@@ -163,7 +219,8 @@ class MaskedLMCollator:
         batch["mlm_positions"] = torch.from_numpy(np.flatnonzero(flat.numpy() != IGNORE))
         batch["mlm_labels"] = flat[batch["mlm_positions"]]
         if "token_type_ids" in items[0]:
-            batch["token_type_ids"] = _pad([i["token_type_ids"] for i in items], 0, length)
+            types = np.concatenate([np.asarray(i["token_type_ids"], dtype=np.int64) for i in items])
+            batch["token_type_ids"] = _pad_flat(types, lengths, 0)
         for name in ("next_sentence_label", "sentence_order_label"):
             if name in items[0]:
                 batch[name] = torch.tensor([i[name] for i in items], dtype=torch.long)

@@ -43,10 +43,20 @@ class GlobalBatchSampler:
 
 
 class IndexedExamples:
-    """A datasets.Dataset read by (epoch, index): items carry both, for per-example masks."""
+    """A datasets.Dataset read by (epoch, index): items carry both, for per-example masks.
+
+    A batch of stored rows is read as one Arrow table and expanded with numpy (storage.expand_table);
+    a mixture of corpora (MixedExamples) is read through its own indexing.
+    """
 
     def __init__(self, dataset):
+        from datasets import Dataset
+
+        from .storage import expand_table
+
         self.dataset = dataset
+        self.table = dataset.with_format("arrow") if isinstance(dataset, Dataset) else None
+        self.expand_table = expand_table
 
     def __len__(self):
         return len(self.dataset)
@@ -58,6 +68,11 @@ class IndexedExamples:
         return item
 
     def __getitems__(self, keys):
+        if self.table is not None:
+            items = self.expand_table(self.table[[index for _, index in keys]])
+            for item, (epoch, index) in zip(items, keys):
+                item["epoch"], item["index"] = epoch, index
+            return items
         rows = self.dataset[[index for _, index in keys]]
         names = list(rows)
         return [dict({n: rows[n][k] for n in names}, epoch=e, index=i) for k, (e, i) in enumerate(keys)]

@@ -80,3 +80,45 @@ def expand(batch):
         batch["token_type_ids"] = [[0] * b + [1] * (len(ids) - b)
                                    for b, ids in zip(batch.pop("segment_b_start"), batch["input_ids"])]
     return batch
+
+
+def _flat(column):
+    """An Arrow list column -> (its values as numpy, offsets from 0)."""
+    import pyarrow.compute as pc
+
+    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return column.flatten().to_numpy(zero_copy_only=False), offsets
+
+
+def expand_table(table):
+    """Stored rows as an Arrow table -> the builders' rows, as ``expand`` gives them but with numpy
+    arrays (int64) for lists: no per-token Python objects between the file and the collator."""
+    ids, offsets = _flat(table.column("input_ids"))
+    columns = {"input_ids": ids.astype(np.int64)}
+    lengths = np.diff(offsets)
+    if "word_starts" in table.column_names:
+        starts, _ = _flat(table.column("word_starts"))
+        specials, _ = _flat(table.column("specials"))
+        words = np.cumsum(starts)  # numbered from 0 in each example: less the count before the row
+        before = np.concatenate([[0], words])[offsets[:-1]]
+        columns["word_ids"] = np.where(specials, -1, words - np.repeat(before, lengths) - 1)
+    if "segment_b_start" in table.column_names:
+        place = np.arange(len(ids)) - np.repeat(offsets[:-1], lengths)
+        segment_b = table.column("segment_b_start").to_numpy().astype(np.int64)
+        columns["token_type_ids"] = (place >= np.repeat(segment_b, lengths)).astype(np.int64)
+    rows = [{name: values[offsets[k]:offsets[k + 1]] for name, values in columns.items()} for k in range(len(lengths))]
+    for name in table.column_names:
+        if name in ("input_ids", "word_starts", "specials", "segment_b_start"):
+            continue
+        column = table.column(name)
+        if pa.types.is_list(column.type):  # T5's labels; word_ids and token_type_ids of older folders
+            values, list_offsets = _flat(column)
+            values = values.astype(np.int64)
+            for k, row in enumerate(rows):
+                row[name] = values[list_offsets[k]:list_offsets[k + 1]]
+        else:  # one number a row (next_sentence_label, sentence_order_label)
+            for row, value in zip(rows, column.to_pylist()):
+                row[name] = value
+    return rows
