@@ -127,7 +127,8 @@ def stock(dataset, tokenizer, whole_word, batch, seconds):
         return out
 
     order = np.random.default_rng(0).permutation(len(dataset))
-    chunks = (order[k:k + batch].tolist() for k in itertools.count(0, batch) if k + batch <= len(order))
+    starts = itertools.cycle(range(0, len(order) - batch + 1, batch))  # epochs over the examples, in batches
+    chunks = (order[k:k + batch].tolist() for k in starts)
     collator(items(next(chunks)))
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:

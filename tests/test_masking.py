@@ -40,7 +40,7 @@ def test_share_of_masked_tokens_and_whole_words(mode, rate):
 def chosen_runs(masking, seed, word_ids=WORD_IDS, rate=0.15):
     candidates = np.flatnonzero(word_ids >= 0)
     target = max(1, round(len(candidates) * rate))
-    return _choose_runs(_words(candidates, word_ids), np.random.default_rng(seed), target, masking)
+    return _choose_runs(candidates, *_words(candidates, word_ids), np.random.default_rng(seed), target, masking)
 
 
 def run_words(run, word_ids=WORD_IDS):

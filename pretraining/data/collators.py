@@ -38,14 +38,22 @@ class Masking:
             weights = self.span_geo_prob * (1 - self.span_geo_prob) ** np.arange(self.span_max_length)
         return weights / weights.sum()
 
+    @cached_property
+    def _cumulative(self):
+        cdf = self.length_probabilities.cumsum()
+        return cdf / cdf[-1]
+
     def draw_length(self, rng):
-        return 1 + int(rng.choice(len(self.length_probabilities), p=self.length_probabilities))
+        # rng.choice(n, p=...) draws one uniform and looks it up in the cumulative sums, as here; its
+        # checks of p cost ten times the draw
+        return 1 + int(self._cumulative.searchsorted(rng.random(), side="right"))
 
 
 def _words(candidates, word_ids):
-    """The MeCab words among the candidate positions: one array of positions each."""
-    starts = np.flatnonzero(np.diff(word_ids[candidates], prepend=-2) != 0)
-    return np.split(candidates, starts[1:])
+    """The MeCab words among the candidate positions: (the index into ``candidates`` of each word's
+    first token, its count of tokens)."""
+    first = np.flatnonzero(np.diff(word_ids[candidates], prepend=-2) != 0)
+    return first, np.diff(first, append=len(candidates))
 
 
 def _choose_units(sizes, rng, target):
@@ -68,32 +76,30 @@ def _runs_of(first, sizes, chosen):
     return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
 
 
-def _choose_runs(words, rng, target, masking):
-    """ngram and span: runs of consecutive whole words, started at words in a random order, each
-    run's length drawn (and shortened while it would pass the target or the end of its segment);
-    a run that would overlap one already chosen is skipped."""
+def _choose_runs(candidates, first, sizes, rng, target, masking):
+    """ngram and span: runs of consecutive whole words (``_words``), started at words in a random
+    order, each run's length drawn (and shortened while it would pass the target or the end of its
+    segment); a run that would overlap one already chosen is skipped. Returns each run's positions."""
+    words = len(first)
     # a run never crosses a gap (a [SEP], the other segment): run_end[k] is one past k's segment
-    adjacent = np.array([words[k + 1][0] == words[k][-1] + 1 for k in range(len(words) - 1)], dtype=bool)
-    run_end = np.empty(len(words), dtype=np.int64)
-    end = len(words)
-    for k in range(len(words) - 1, -1, -1):
-        run_end[k] = end
-        if k > 0 and not adjacent[k - 1]:
-            end = k
-    taken = np.zeros(len(words), dtype=bool)
-    sizes = np.array([len(w) for w in words])
+    last = candidates[first + sizes - 1]
+    segment_ends = np.append(np.flatnonzero(candidates[first[1:]] != last[:-1] + 1) + 1, words)
+    run_end = segment_ends[np.searchsorted(segment_ends, np.arange(words), side="right")].tolist()
+    tokens_before = np.concatenate([[0], np.cumsum(sizes)]).tolist()  # tokens in words [k, k + n): a difference
+    taken = np.zeros(words, dtype=bool)
     chosen, count = [], 0
-    for k in rng.permutation(len(words)):
+    for k in rng.permutation(words).tolist():
         if count >= target:
             break
         n = min(masking.draw_length(rng), run_end[k] - k)
-        while n > 1 and count + sizes[k:k + n].sum() > target:
+        while n > 1 and count + tokens_before[k + n] - tokens_before[k] > target:
             n -= 1
-        if taken[k:k + n].any() or (count + sizes[k:k + n].sum() > target and count > 0):
+        tokens = tokens_before[k + n] - tokens_before[k]
+        if taken[k:k + n].any() or (count + tokens > target and count > 0):
             continue
         taken[k:k + n] = True
-        chosen.append(np.concatenate(words[k:k + n]))
-        count += int(sizes[k:k + n].sum())
+        chosen.append(candidates[first[k]:first[k] + tokens])  # the words' tokens follow each other
+        count += tokens
     return chosen
 
 
@@ -115,12 +121,11 @@ def mask_tokens(ids, word_ids, rng, mask_id, vocab_size, masking=Masking()):
         return ids, labels
     target = max(1, int(round(len(candidates) * masking.rate)))
     if masking.mode in ("ngram", "span"):
-        chosen = _choose_runs(_words(candidates, word_ids), rng, target, masking)
+        chosen = _choose_runs(candidates, *_words(candidates, word_ids), rng, target, masking)
         action = np.repeat(rng.random(len(chosen)), [len(c) for c in chosen])
         positions = np.concatenate(chosen)
     elif masking.mode == "whole-word":  # units: runs of equal word id (the subwords of one MeCab word)
-        first = np.flatnonzero(np.diff(word_ids[candidates], prepend=-2) != 0)
-        sizes = np.diff(first, append=len(candidates))
+        first, sizes = _words(candidates, word_ids)
         positions = candidates[_runs_of(first, sizes, _choose_units(sizes.tolist(), rng, target)[0])]
         action = None
     else:  # tokens: _choose_units would take the first target of the order
