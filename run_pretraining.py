@@ -62,6 +62,10 @@ def parse_args(argv=None):
                             "refused without it")
     train.add_argument("--run_name", help="TensorBoard run name under --logging_dir (default: model_type and time)")
     train.add_argument("--logging_dir", default=RunOptions.logging_dir, help="TensorBoard folder (default: runs/)")
+    train.add_argument("--report_to", nargs="+", default=list(RunOptions.report_to),
+                       choices=["tensorboard", "wandb", "mlflow", "trackio", "all", "none"],
+                       help="where the figures go, several at once (default: tensorboard); wandb, mlflow and "
+                            "trackio are extras: pip install \"ja-pretraining[wandb]\" ...")
     train.add_argument("--seed", type=int, default=RunOptions.seed)
     train.add_argument("--node_rank", type=int, help="this node's rank (default: from the launcher)")
     train.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # torch.distributed.launch passes it

@@ -43,6 +43,7 @@ class RunOptions:
     overwrite_output_dir: bool = False
     run_name: str = None
     logging_dir: str = "runs"
+    report_to: tuple = ("tensorboard",)  # pretraining/trackers.py
     seed: int = 42
     node_rank: int = None
     # stopping (pretraining/stopping.py)

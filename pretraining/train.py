@@ -33,12 +33,15 @@ from .model_card import write_model_card
 from .modeling import apply_flag_overrides, build_model, load_trained_model, optimizer_for, scheduler_for
 from .run_record import RunRecord
 from .stopping import EXIT_STOPPED, STATUS_FILE, Agreement, StopControl, write_status
+from .trackers import chosen_trackers, log_with, run_config
 
 
 LOADER_PREFETCH = 4  # batches each loader worker keeps ready
 
 
-def make_accelerator(preset, options):
+def make_accelerator(preset, options, trackers=(), run_name=None):
+    """The run's accelerator; ``trackers`` (trackers.chosen_trackers) get the figures of the run
+    ``run_name``."""
     from accelerate import Accelerator
 
     fp16_type = preset.fp16_type if options.fp16_type is None else options.fp16_type
@@ -50,7 +53,7 @@ def make_accelerator(preset, options):
     # `accelerate launch --multi_gpu`; a plain Accelerator() there trains each process alone.
     return Accelerator(
         cpu=not torch.cuda.is_available(), mixed_precision=mixed,
-        gradient_accumulation_steps=preset.accumulation_steps, log_with="tensorboard",
+        gradient_accumulation_steps=preset.accumulation_steps, log_with=log_with(trackers, run_name),
         project_dir=options.logging_dir, dynamo_backend="inductor" if preset.torch_compile else None,
     )
 
@@ -154,14 +157,31 @@ def run_training(options, preset):
     # from here a stop signal is honoured: at once until training starts, then at a step boundary
     elapsed = time.time() - options.process_start if options.process_start else 0.0
     stops = StopControl(options.stop_signals, options.max_minutes, preset.save_minutes, elapsed).install()
+    trackers = chosen_trackers(options.report_to)
     set_cpu_threads()
-    accelerator = make_accelerator(preset, options)
+    run_name = run_name_for(options, preset)
+    accelerator = make_accelerator(preset, options, trackers, run_name)
     check_nodes(preset, accelerator.num_processes)  # before the examples are built
     with owned_by_this_run(options.model_dir, accelerator.is_main_process):
-        train(options, preset, family, accelerator, stops)
+        train(options, preset, family, accelerator, stops, run_name)
 
 
-def train(options, preset, family, accelerator, stops):
+def run_name_for(options, preset):
+    """--run_name; continuing, the name of the run continued (its checkpoints record it); else the
+    model type and the time."""
+    if options.run_name:
+        return options.run_name
+    for _, checkpoint in reversed(ckpt.list_checkpoints(options.model_dir) if options.do_continue else []):
+        try:
+            name = ckpt.read_record(checkpoint).run_name
+        except (OSError, ValueError):  # a damaged checkpoint: resume() says which, and uses an older one
+            continue
+        if name:
+            return name
+    return f"{preset.model_type}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def train(options, preset, family, accelerator, stops, run_name):
     """The run, in the model directory it owns."""
     main = accelerator.is_main_process
 
@@ -194,11 +214,9 @@ def train(options, preset, family, accelerator, stops):
                        parameters=preset.raw, validation_split_percentage=options.validation_split_percentage or 0,
                        examples=examples_identity(dataset_dir))
     resumed = resume(accelerator, options, record)
-    run_name = options.run_name or (resumed and resumed.run_name)
-    record = dataclasses.replace(record, run_name=run_name or f"{preset.model_type}-{datetime.now():%Y%m%d-%H%M%S}",
-                                 step=resumed.step if resumed else 0,
+    record = dataclasses.replace(record, run_name=run_name, step=resumed.step if resumed else 0,
                                  best_eval_loss=resumed.best_eval_loss if resumed else None)
-    accelerator.init_trackers(record.run_name)
+    accelerator.init_trackers(run_name, config=run_config(preset, options))
 
     tokenizer_files = TokenizerFiles(tokenizer_dir, family, encoder)
     collator = family.make_collator(preset, vocab, options.seed, options.masking_mode(preset))
