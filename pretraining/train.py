@@ -153,6 +153,8 @@ def run_training(options, preset):
     if options.masking and not family.masked_lm:
         raise UserError(f"--masking: the {family.title} family predicts no masked tokens; leave the flag out")
     options = dataclasses.replace(options, masking=options.masking_mode(preset))  # its flags checked before work
+    if options.dataloader_num_workers is not None and options.dataloader_num_workers < 0:
+        raise UserError("--dataloader_num_workers must be 0 (batches made in the training process) or more")
     check_model_dir(options)
     # from here a stop signal is honoured: at once until training starts, then at a step boundary
     elapsed = time.time() - options.process_start if options.process_start else 0.0
@@ -256,8 +258,6 @@ def training_loader(dataset, sampler, collator, options, stops):
     of the GPU; the same batches with any number of workers (masks depend on the example alone)."""
     workers = options.dataloader_num_workers
     workers = default_loader_workers() if workers is None else workers
-    if workers < 0:
-        raise UserError("--dataloader_num_workers must be 0 (batches made in the training process) or more")
     # A generator of its own: creating a loader iterator otherwise draws from the global torch
     # RNG, which would shift every dropout mask after a resume.
     return torch.utils.data.DataLoader(

@@ -268,7 +268,8 @@ def test_cli_errors_are_one_line(params, wordpiece_dir, tmp_path):
     result = pretrain(params, wordpiece_dir, tmp_path / "m", "bert-test", "--tokenizer_type", "bpe", check=False)
     assert result.returncode == 2 and "disagrees with" in result.stderr
     for flags, message in ((("--masking", "span"), "error: --masking: the GPT-2 family predicts no masked tokens"),
-                           (("--masking", "span", "--do_whole_word_mask"), "contradict each other")):
+                           (("--masking", "span", "--do_whole_word_mask"), "contradict each other"),
+                           (("--dataloader_num_workers", "-1"), "--dataloader_num_workers must be 0")):
         model_type = "gpt2-test" if "GPT-2" in message else "bert-test"
         result = pretrain(params, wordpiece_dir, tmp_path / "m", model_type, *flags, check=False)
         assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr[-500:]
