@@ -105,8 +105,11 @@ WHOLE_WORD = ("--do_whole_word_mask",)
         ("t5-test", ["loss/span"], "generate", WHOLE_WORD),  # transformers 5 has no text2text pipeline
         ("roberta-test", ["loss/mlm"], "fill-mask", WHOLE_WORD),
         ("llama-test", ["loss/lm"], "text-generation", WHOLE_WORD),
-        ("deberta-test", ["loss/mlm"], "fill-mask", ("--masking", "ngram")),
-        ("modernbert-test", ["loss/mlm"], "fill-mask", ("--masking", "span")),
+        # with a held-out split: its figures logged
+        ("deberta-test", ["loss/mlm", "eval/loss/mlm"], "fill-mask",
+         ("--masking", "ngram", "--validation_split_percentage", "10")),
+        ("modernbert-test", ["loss/mlm", "eval/loss/mlm"], "fill-mask",
+         ("--masking", "span", "--validation_split_percentage", "10")),
     ],
 )
 def test_family_trains_and_loads_in_a_pipeline(params, wordpiece_dir, tmp_path, model_type, tags, check, masking):
