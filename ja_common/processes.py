@@ -8,6 +8,32 @@ import sys
 _PR_SET_PDEATHSIG = 1
 
 
+def silence_unread_output():
+    """Point stdout and stderr at /dev/null where they are pipes nobody reads any more.
+
+    A launcher that pipes a run's output (accelerate 1.16's single-process launch reads its
+    stderr) and is killed leaves the pipe without a reader: the run's next progress bar or
+    message would raise BrokenPipeError, and the run would die without saving. Linux's poll
+    flags such a pipe's write end with POLLERR; a terminal, a file or a pipe still read is kept.
+    """
+    import select
+
+    poller = select.poll()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            descriptor = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # replaced by a test harness, or closed
+            continue
+        poller.register(descriptor, select.POLLOUT)
+    broken = {descriptor for descriptor, events in poller.poll(0) if events & select.POLLERR}
+    if not broken:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for descriptor in broken:
+        os.dup2(devnull, descriptor)
+    os.close(devnull)
+
+
 def process_alive(pid):
     try:
         os.kill(pid, 0)

@@ -37,7 +37,7 @@ import time
 import torch
 
 from ja_common.errors import Stopped, UserError
-from ja_common.processes import signal_when_parent_dies
+from ja_common.processes import signal_when_parent_dies, silence_unread_output
 
 from .options import DEFAULT_STOP_SIGNALS
 
@@ -95,6 +95,7 @@ class StopControl:
         return self
 
     def _received(self, number, frame):
+        silence_unread_output()  # a killed launcher may have left our output without a reader
         now = clock()
         if self.received_at is not None:
             if now - self.received_at < REPEAT_SECONDS:

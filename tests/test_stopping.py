@@ -272,3 +272,20 @@ def test_the_slurm_script_requeues_a_stopped_run_which_then_continues(setup, two
     got = weights(model_dir)
     for name in two_process_reference:
         assert torch.equal(two_process_reference[name], got[name]), name
+
+
+def test_output_to_a_pipe_nobody_reads_no_longer_kills_the_run():
+    """accelerate 1.16's one-process launch reads the run's stderr: killed, it leaves a pipe without
+    a reader. After silence_unread_output (called on a stop signal) writing to it is harmless."""
+    code = ("import sys, time; from ja_common.processes import silence_unread_output\n"
+            "time.sleep(0.5)  # the reader is gone by now\n"
+            "if sys.argv[1] == 'silenced': silence_unread_output()\n"
+            "for _ in range(3): print('x' * 100000, file=sys.stderr, flush=True)\n"
+            "print('written', flush=True)\n")
+    for how, expected in (("silenced", 0), ("as is", 1)):
+        child = subprocess.Popen([sys.executable, "-c", code, how], cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        child.stderr.close()  # nobody reads its stderr any more
+        out = child.stdout.read()
+        assert child.wait() == expected, how
+        assert ("written" in out) == (expected == 0)
