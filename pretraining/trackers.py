@@ -16,9 +16,6 @@ from ja_common.errors import UserError
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 PROJECT = "ja-pretraining"
-# the module each tracker imports, and the extra that installs it
-PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
-            "mlflow": ("mlflow", "mlflow"), "trackio": ("trackio", "trackio")}
 
 
 def chosen_trackers(report_to):
@@ -31,10 +28,9 @@ def chosen_trackers(report_to):
     if "all" in names:
         names = list(TRACKERS)
     for name in names:
-        module, extra = PACKAGES[name]
-        if importlib.util.find_spec(module) is None:
-            raise UserError(f"--report_to {name}: the {module} package is not installed; pip install "
-                            f"\"ja-pretraining[{extra}]\" (or pip install {module}), or leave {name} out")
+        if importlib.util.find_spec(name) is None:  # each tracker's module and extra have its name
+            raise UserError(f"--report_to {name}: the {name} package is not installed; pip install "
+                            f"\"ja-pretraining[{name}]\" (or pip install {name}), or leave {name} out")
     return names
 
 

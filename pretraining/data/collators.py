@@ -186,10 +186,10 @@ def mask_batch(ids, word_ids, lengths, keys, seed, mask_id, vocab_size, masking)
     return masked, labels
 
 
-def _pad_flat(values, lengths, fill):
-    """Rows laid end to end -> (rows, longest) padded with ``fill``."""
-    out = np.full((len(lengths), int(lengths.max())), fill, dtype=np.int64)
-    out[np.arange(out.shape[1]) < lengths[:, None]] = values
+def _pad_flat(values, present, fill):
+    """Rows laid end to end -> (rows, longest) padded with ``fill``; ``present``: where the rows' tokens go."""
+    out = np.full(present.shape, fill, dtype=np.int64)
+    out[present] = values
     return torch.from_numpy(out)
 
 
@@ -213,10 +213,11 @@ class MaskedLMCollator:
             pairs = [mask_tokens(i["input_ids"], i["word_ids"], example_rng(self.seed, *key), self.mask_id,
                                  self.vocab_size, self.masking) for i, key in zip(items, keys)]
             masked, labels = (np.concatenate(part) for part in zip(*pairs))
+        present = np.arange(lengths.max()) < lengths[:, None]  # (rows, longest): a token, not padding
         batch = {
-            "input_ids": _pad_flat(masked, lengths, self.pad_id),
-            "labels": _pad_flat(labels, lengths, IGNORE),
-            "attention_mask": torch.from_numpy((np.arange(lengths.max()) < lengths[:, None]).astype(np.int64)),
+            "input_ids": _pad_flat(masked, present, self.pad_id),
+            "labels": _pad_flat(labels, present, IGNORE),
+            "attention_mask": torch.from_numpy(present.astype(np.int64)),
         }
         # the masked positions as flat indices into (batch, length), and their labels: the model
         # selects them with index_select, whose size is known on the host (no device sync)
@@ -225,7 +226,7 @@ class MaskedLMCollator:
         batch["mlm_labels"] = flat[batch["mlm_positions"]]
         if "token_type_ids" in items[0]:
             types = np.concatenate([np.asarray(i["token_type_ids"], dtype=np.int64) for i in items])
-            batch["token_type_ids"] = _pad_flat(types, lengths, 0)
+            batch["token_type_ids"] = _pad_flat(types, present, 0)
         for name in ("next_sentence_label", "sentence_order_label"):
             if name in items[0]:
                 batch[name] = torch.tensor([i[name] for i in items], dtype=torch.long)

@@ -10,6 +10,8 @@ step, so resuming needs only the step number: no data loader is replayed.
 
 import numpy as np
 
+from .storage import expand_table
+
 
 class GlobalBatchSampler:
     def __init__(self, num_examples, rank_batch_sizes, rank, seed, start_step=0):
@@ -52,11 +54,8 @@ class IndexedExamples:
     def __init__(self, dataset):
         from datasets import Dataset
 
-        from .storage import expand_table
-
         self.dataset = dataset
         self.table = dataset.with_format("arrow") if isinstance(dataset, Dataset) else None
-        self.expand_table = expand_table
 
     def __len__(self):
         return len(self.dataset)
@@ -69,7 +68,7 @@ class IndexedExamples:
 
     def __getitems__(self, keys):
         if self.table is not None:
-            items = self.expand_table(self.table[[index for _, index in keys]])
+            items = expand_table(self.table[[index for _, index in keys]])
             for item, (epoch, index) in zip(items, keys):
                 item["epoch"], item["index"] = epoch, index
             return items
