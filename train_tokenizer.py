@@ -11,6 +11,18 @@ from tokenizer.mecab import DICTIONARIES
 from tokenizer.train import TOKENIZER_TYPES, TokenizerSettings, train_tokenizer
 
 
+_UNITS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def byte_count(text):
+    """A number of bytes with an optional K/M/G/T suffix (powers of 1000), or a share up to 1."""
+    scale = _UNITS.get(text[-1:].upper(), 1)
+    try:
+        return float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a byte count (e.g. 5G, 500M) or a share (e.g. 0.05)") from None
+
+
 def parse_args(argv=None):
     defaults = TokenizerSettings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,6 +47,11 @@ def parse_args(argv=None):
         default="strict",
         help="bytes that are not UTF-8: stop (strict), replace them with U+FFFD, or skip the line",
     )
+    parser.add_argument("--sample_bytes", type=byte_count, metavar="N",
+                        help="train on an evenly drawn sample of the documents: about N bytes of the inputs as "
+                             "stored (e.g. 5G; compressed inputs give more text), or a share of them up to 1 "
+                             "(e.g. 0.05). The draw depends only on --seed and each document's text")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of --sample_bytes' draw (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a tokenizer already in --model_dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
@@ -62,6 +79,8 @@ def main(argv=None):
         encoding_errors=args.encoding_errors,
         show_progress=not args.quiet,
         text_column=args.text_column,
+        sample_bytes=args.sample_bytes,
+        seed=args.seed,
     )
     print(f"tokenizer saved to {model_dir}")
 

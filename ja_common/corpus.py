@@ -30,6 +30,8 @@ _READ_BYTES = 1 << 20
 COMPRESSIONS = {".gz": lambda f: gzip.GzipFile(fileobj=f, mode="rb"), ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
 DEFAULT_TEXT_COLUMN = "text"
 _RECORDS_PER_READ = 1024  # Parquet and datasets rows read at a time
+DOCUMENT_CHARS = 1 << 20  # a longer document is cut at a line: a worker holds whole documents
+DOCUMENT_BYTES = 3 * DOCUMENT_CHARS  # at most, in UTF-8
 
 # MeCab's lattice grows with the input: longer lines are handed on in pieces of at most this
 # many characters, cut at a natural boundary. tokenizer/mecab.py keeps a copy of these two,
@@ -57,11 +59,22 @@ def split_long_text(text, limit=MAX_PARSE_CHARS):
 
 @dataclass(frozen=True)
 class Segment:
-    """Bytes [start, end) of one file; lines that start inside belong to the segment."""
+    """Bytes [start, end) of one file; lines that start inside belong to the segment.
+
+    An input that cannot be read from any byte (compressed, records) is shared out in ``parts``
+    instead: the segment holds the documents whose number is ``part`` modulo ``parts``.
+    """
 
     path: str
     start: int
     end: int
+    part: int = 0
+    parts: int = 1
+
+    @property
+    def bytes(self):
+        """The segment's share of the file's bytes (what its progress counts), rounded up."""
+        return -(-(self.end - self.start) // self.parts)
 
 
 def is_datasets_folder(path):
@@ -154,38 +167,91 @@ def splittable(path):
     return corpus_format(path) == ("text", None)
 
 
-def plan_segments(files, num_shards):
-    """Split the inputs' bytes into ``num_shards`` runs of segments of about equal size.
+# A shard boundary is moved to the next document start, so that every document is read whole
+# by one worker (a document drawn by --sample_bytes is drawn the same whatever the process
+# count); within a document longer than this it falls back to the next line start.
+_DOCUMENT_SCAN_BYTES = 8 * DOCUMENT_BYTES
 
-    Uncompressed text is cut anywhere (a line belongs to the segment it starts in); any other
-    input is one segment, read whole by one worker.
+
+def plan_segments(files, num_shards):
+    """Share the inputs' documents out over at most ``num_shards`` runs of segments of about equal size.
+
+    Uncompressed text is cut into byte ranges at document starts. Any other input is read by as
+    many workers as its size calls for, each taking every n-th document, record or batch of rows
+    (iter_documents): each of them decompresses the stream, which costs little beside MeCab.
     """
     sizes = [input_bytes(p) for p in files]
-    total = sum(sizes)
-    share = -(-total // max(1, num_shards))
+    share = -(-sum(sizes) // max(1, num_shards))
     shards, current, room = [], [], share
+
+    def add(segment):
+        nonlocal current, room
+        current.append(segment)
+        room -= segment.bytes
+        if room <= 0:
+            shards.append(current)
+            current, room = [], share
+
     for path, size in zip(files, sizes):
-        start = 0
-        while start < size:
-            take = min(room, size - start) if splittable(path) else size
-            current.append(Segment(path, start, start + take))
-            start += take
-            room -= take
-            if room <= 0:
-                shards.append(current)
-                current, room = [], share
+        if splittable(path):
+            start = 0
+            while start < size:
+                end = _document_start(path, start + room, size)
+                add(Segment(path, start, end))
+                start = end
+        else:
+            parts = max(1, min(num_shards, round(size / share)))
+            for part in range(parts):
+                add(Segment(path, 0, size, part, parts))
     if current:
         shards.append(current)
     return shards
 
 
-def segment_lines(segment, text_column=DEFAULT_TEXT_COLUMN, encoding_errors="strict", progress=None):
-    """The non-document-ending lines of a segment from plan_segments, in any format."""
+def _document_start(path, offset, size):
+    """The first document start at or after byte ``offset`` of an uncompressed text file (the line after
+    a blank one), or the next line start inside a very long document."""
+    if offset >= size:
+        return size
+    with open(path, "rb") as f:
+        f.seek(offset - 1)
+        if f.read(1) != b"\n":
+            f.readline()  # to the next line start
+        first_line = f.tell()
+        while f.tell() - first_line < _DOCUMENT_SCAN_BYTES:
+            line = f.readline(_READ_BYTES)
+            if not line:
+                return size
+            if line.endswith(b"\n") and not line.decode("utf-8", "replace").strip():
+                return f.tell()
+        return first_line
+
+
+def segment_documents(segment, text_column=DEFAULT_TEXT_COLUMN, encoding_errors="strict", progress=None):
+    """The documents (lists of non-blank lines) of a segment from plan_segments, in any format."""
     if splittable(segment.path):
-        yield from read_lines(segment, encoding_errors, progress)
+        lines = read_lines(segment, encoding_errors, progress)
+        for blank, group in itertools.groupby(lines, key=lambda line: not line.strip()):
+            if not blank:
+                yield from _bounded(group)
         return
-    for document in iter_documents(segment.path, text_column, encoding_errors, progress):
-        yield from document
+    if progress and segment.parts > 1:
+        progress = _share_of(progress, segment.parts)
+    yield from iter_documents(segment.path, text_column, encoding_errors, progress, segment.part, segment.parts)
+
+
+def _share_of(progress, parts):
+    """Report 1/parts of the bytes read: each of the parts' readers reads the whole file."""
+    read = reported = 0
+
+    def report(n):
+        nonlocal read, reported
+        read += n
+        if read // parts > reported:
+            progress(read // parts - reported)
+            reported = read // parts
+
+    return report
 
 
 def _line_number(path, offset):
@@ -318,26 +384,30 @@ def _long_line_pieces(f, chunk, chunk_start, path, encoding_errors, progress):
             progress(len(chunk))
 
 
-DOCUMENT_CHARS = 1 << 20  # a longer document is cut at a line: a worker holds whole documents
 
 
-def iter_documents(path, text_column=DEFAULT_TEXT_COLUMN, encoding_errors="strict", progress=None):
+def iter_documents(path, text_column=DEFAULT_TEXT_COLUMN, encoding_errors="strict", progress=None, part=0, parts=1):
     """Yield the documents of one input, each a list of non-blank lines, whatever its format.
 
     Text: a blank line (or whitespace only) ends a document. Records (.jsonl, .parquet, datasets):
     one document each, its text cut at its line breaks; blank lines and null texts are left out.
     Lines longer than MAX_PARSE_CHARS come in pieces, documents longer than DOCUMENT_CHARS in
     parts. ``progress(n)`` is called with the bytes of the file read (compressed, when it is).
+    With ``parts`` > 1, only share ``part`` of them: every n-th document of text, every n-th record
+    of .jsonl, every n-th batch of rows of the others (what is not taken is not parsed).
     """
     form = corpus_format(path)[0]
     if form == "text":
         lines = _text_lines(path, encoding_errors, progress)
-        for blank, group in itertools.groupby(lines, key=lambda line: not line.strip()):
-            if not blank:
+        documents = (group for blank, group in itertools.groupby(lines, key=lambda line: not line.strip())
+                     if not blank)
+        for number, group in enumerate(documents):
+            if number % parts == part:
                 yield from _bounded(group)
         return
     records = {"jsonl": _jsonl_texts, "parquet": _parquet_texts, "datasets": _datasets_texts}[form]
-    for text in records(path, text_column, encoding_errors, progress or (lambda n: None)):
+    taken = (lambda number: number % parts == part) if parts > 1 else None
+    for text in records(path, text_column, encoding_errors, progress or (lambda n: None), taken):
         lines = (line.rstrip("\r") for line in text.split("\n") if line.strip())
         yield from _bounded(piece for line in lines
                             for piece in (split_long_text(line) if len(line) > MAX_PARSE_CHARS else (line,)))
@@ -398,14 +468,14 @@ def _record_text(record, text_column, where):
     return text
 
 
-def _jsonl_texts(path, text_column, encoding_errors, progress):
+def _jsonl_texts(path, text_column, encoding_errors, progress, taken=None):
     with open_binary(path) as (f, raw):
         done = 0
         for number, line in enumerate(f, 1):
             now = raw.tell()
             progress(now - done)
             done = now
-            if not line.strip():
+            if not line.strip() or (taken and not taken(number)):
                 continue
             try:
                 line = line.decode("utf-8")
@@ -435,7 +505,7 @@ def _check_text_column(path, text_column, columns, types):
                         "name the text's column with --text_column")
 
 
-def _parquet_texts(path, text_column, encoding_errors, progress):
+def _parquet_texts(path, text_column, encoding_errors, progress, taken=None):
     import pyarrow.parquet as pq
 
     try:
@@ -444,12 +514,12 @@ def _parquet_texts(path, text_column, encoding_errors, progress):
         raise UserError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0][:200]})") from None
     schema = parquet.schema_arrow
     _check_text_column(path, text_column, schema.names, schema.types)
-    batches = (batch.column(0).to_pylist()
-               for batch in parquet.iter_batches(batch_size=_RECORDS_PER_READ, columns=[text_column]))
-    yield from _batched_texts(batches, parquet.metadata.num_rows, os.path.getsize(path), progress)
+    batches = parquet.iter_batches(batch_size=_RECORDS_PER_READ, columns=[text_column])
+    batches = ((batch.num_rows, lambda batch=batch: batch.column(0).to_pylist()) for batch in batches)
+    yield from _batched_texts(batches, parquet.metadata.num_rows, os.path.getsize(path), progress, taken)
 
 
-def _datasets_texts(path, text_column, encoding_errors, progress):
+def _datasets_texts(path, text_column, encoding_errors, progress, taken=None):
     from datasets import Dataset, load_from_disk
 
     dataset = load_from_disk(path)
@@ -457,16 +527,19 @@ def _datasets_texts(path, text_column, encoding_errors, progress):
         raise UserError(f"{path} holds the splits {', '.join(dataset)}: give one split's folder, e.g. "
                         f"{os.path.join(path, next(iter(dataset)))}")
     _check_text_column(path, text_column, dataset.column_names, [dataset.features[c] for c in dataset.column_names])
-    batches = (batch[text_column] for batch in dataset.select_columns([text_column]).iter(_RECORDS_PER_READ))
-    yield from _batched_texts(batches, len(dataset), input_bytes(path), progress)
+    table = dataset.select_columns([text_column]).with_format("arrow")
+    batches = ((len(batch), lambda batch=batch: batch.column(0).to_pylist()) for batch in table.iter(_RECORDS_PER_READ))
+    yield from _batched_texts(batches, len(dataset), input_bytes(path), progress, taken)
 
 
-def _batched_texts(batches, rows, size, progress):
-    """The non-empty texts of batches (lists) of ``rows`` in all; progress as a share of ``size`` bytes."""
+def _batched_texts(batches, rows, size, progress, taken=None):
+    """The non-empty texts of batches, (row count, a function giving the texts), of ``rows`` in all;
+    progress as a share of ``size`` bytes. ``taken(n)``: whether to read the n-th batch."""
     done = reported = 0
-    for texts in batches:
-        yield from (text for text in texts if text)
-        done += len(texts)
+    for number, (count, texts) in enumerate(batches):
+        if not taken or taken(number):
+            yield from (text for text in texts() if text)
+        done += count
         now = size * done // max(rows, 1)
         progress(now - reported)
         reported = now

@@ -284,3 +284,37 @@ def test_batches_read_as_arrow_equal_the_rows_datasets_gives(wordpiece_dir, tmp_
             assert a.keys() == b.keys() and len(a) >= 4, folder
             for name in a:
                 assert np.array_equal(np.asarray(a[name]), np.asarray(b[name])), (folder, name)
+
+
+@pytest.mark.parametrize("name", ["txt", "txt.xz", "jsonl", "jsonl.gz", "parquet", "datasets"])
+def test_tokenizer_workers_share_out_every_format(twins, name, monkeypatch):
+    from ja_common import corpus
+    from ja_common.corpus import plan_segments, segment_documents
+
+    monkeypatch.setattr(corpus, "_RECORDS_PER_READ", 4)  # rows are shared out by batch: several in a tiny file
+    shards = plan_segments([twins[name]], 3)
+    assert len(shards) == 3, "one input is read by every worker"
+    read = [[document for segment in shard for document in segment_documents(segment)] for shard in shards]
+    assert all(read), "every worker has documents"
+    assert sorted(d for shard in read for d in shard) == sorted(documents()), "each document once, whole"
+    sizes = [sum(segment.bytes for segment in shard) for shard in shards]
+    assert 0 <= sum(sizes) - input_bytes(twins[name]) < 3 and min(sizes) > 0  # shares rounded up
+
+
+def test_sampled_documents_are_the_same_for_any_process_count_and_format(twins, tmp_path):
+    from tokenizer.word_split import DocumentSample, split_corpus
+
+    def words(name, workers, seed=0):
+        out = tmp_path / f"{name}-{workers}-{seed}"
+        out.mkdir()
+        split = split_corpus([twins[name]], str(out), workers, {"mecab_dic": "unidic_lite", "mecab_option": None},
+                             show_progress=False, sample=DocumentSample(0.3, seed))
+        assert split.documents == len(documents())
+        lines = sorted(line for path in split.word_files for line in open(path, encoding="utf-8"))
+        return lines, split.documents_split
+
+    drawn, count = words("txt", 1)
+    assert 0.15 * len(documents()) < count < 0.45 * len(documents())
+    assert words("txt", 3) == (drawn, count)
+    assert words("jsonl.gz", 2) == (drawn, count)
+    assert words("txt", 1, seed=1)[0] != drawn

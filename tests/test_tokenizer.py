@@ -147,6 +147,33 @@ def test_cli_trains_and_keeps_intermediate_files(tmp_path):
     assert len((out / "vocab.txt").read_text(encoding="utf-8").splitlines()) == 2000
 
 
+def test_sampled_training_is_recorded_and_repeatable(tmp_path):
+    from train_tokenizer import main
+
+    size = os.path.getsize(SAMPLE_CORPUS)
+    for name, workers in (("a", 1), ("b", 2)):
+        main(["--input_file", SAMPLE_CORPUS, "--model_dir", str(tmp_path / name), "--vocab_size", "1500",
+              "--num_files", str(workers), "--sample_bytes", f"{size / 2000:.1f}K", "--seed", "3", "--quiet"])
+    assert (tmp_path / "a" / "vocab.txt").read_bytes() == (tmp_path / "b" / "vocab.txt").read_bytes()
+    record = json.loads((tmp_path / "a" / "tokenizer_training.json").read_text())
+    sample = record["sample"]
+    assert sample["seed"] == 3 and sample["fraction"] == pytest.approx(0.5, rel=1e-3)
+    assert 0.3 < sample["documents"] / record["corpus"]["documents"] < 0.7
+    full = sum(len(line) for line in sample_lines())
+    assert 0.3 < sample["characters"] / full < 0.7
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "5X"])
+def test_bad_sample_bytes_is_one_line(tmp_path, value, capsys):
+    from train_tokenizer import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--input_file", SAMPLE_CORPUS, "--model_dir", str(tmp_path / "t"), "--sample_bytes", value])
+    assert stop.value.code == 2
+    assert "--sample_bytes" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
 def test_directory_and_glob_inputs(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()

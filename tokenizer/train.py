@@ -20,7 +20,7 @@ from ja_common.corpus import DEFAULT_TEXT_COLUMN, expand_inputs, input_bytes
 from .encoder import CONTINUATION
 from ja_common.errors import UserError, disk_full
 from .mecab import DICTIONARIES, DictionaryNotInstalled, MecabWordSplitter
-from .word_split import split_corpus
+from .word_split import DocumentSample, split_corpus
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TOKENIZER_TYPES = ("wordpiece", "bpe")
@@ -164,6 +164,15 @@ def save_tokenizer_files(tokenizer, settings, directory, record):
         f.write("\n")
 
 
+def document_sample(sample_bytes, seed, files):
+    """The DocumentSample that draws about ``sample_bytes`` of the inputs (a share if at most 1), or None
+    for all of them."""
+    if sample_bytes is None:
+        return None
+    fraction = sample_bytes if sample_bytes <= 1 else sample_bytes / sum(input_bytes(p) for p in files)
+    return DocumentSample(fraction, seed) if fraction < 1 else None
+
+
 def holds_tokenizer(directory):
     return os.path.isdir(directory) and any(os.path.exists(os.path.join(directory, n)) for n in TOKENIZER_FILES)
 
@@ -193,11 +202,19 @@ def train_tokenizer(
     encoding_errors="strict",
     show_progress=True,
     text_column=DEFAULT_TEXT_COLUMN,
+    sample_bytes=None,
+    seed=0,
 ):
-    """The whole run of train_tokenizer.py; returns the model directory."""
+    """The whole run of train_tokenizer.py; returns the model directory.
+
+    ``sample_bytes``: train on an evenly drawn, seeded sample of the documents, about this many bytes
+    of the inputs as stored (a number up to 1 is a share of them).
+    """
     settings.validate()
     if num_files < 1:
         raise UserError("--num_files must be at least 1")
+    if sample_bytes is not None and not sample_bytes > 0:
+        raise UserError(f"--sample_bytes must be above 0 (bytes, or a share of the corpus up to 1), not {sample_bytes}")
     if holds_model(model_dir):  # --overwrite replaces a tokenizer, never the model trained with it
         raise UserError(f"--model_dir {model_dir} holds a model or checkpoints, not only a tokenizer: replacing its "
                         "vocabulary would break the model; choose another --model_dir")
@@ -206,6 +223,7 @@ def train_tokenizer(
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):
         raise UserError(f"--model_dir {model_dir} exists and is not a directory")
     files = expand_inputs(input_files)
+    sample = document_sample(sample_bytes, seed, files)
     try:  # check the dictionary and options once, before starting workers
         MecabWordSplitter(**settings.mecab_kwargs)
     except DictionaryNotInstalled as error:
@@ -220,7 +238,10 @@ def train_tokenizer(
         with staging_directory(model_dir) as staging:
             os.makedirs(words_dir, exist_ok=True)
             split = split_corpus(files, words_dir, num_files, settings.mecab_kwargs, encoding_errors, show_progress,
-                                 text_column)
+                                 text_column, sample)
+            if split.words == 0 and sample and split.documents:
+                raise UserError(f"--sample_bytes {sample_bytes} drew none of the {split.documents} documents: "
+                                "draw more")
             if split.words == 0:
                 raise UserError(f"the corpus is empty: {', '.join(files)} hold no words")
             check_vocab_size(settings, split.char_counts)
@@ -234,6 +255,14 @@ def train_tokenizer(
                     "lines": split.lines,
                     "words": split.words,
                     "distinct_characters": len(split.char_counts),
+                    "documents": split.documents,
+                },
+                "sample": sample and {
+                    "sample_bytes": sample_bytes,
+                    "fraction": sample.fraction,
+                    "seed": sample.seed,
+                    "documents": split.documents_split,
+                    "characters": split.characters_split,
                 },
             }
             save_tokenizer_files(tokenizer, settings, staging, record)

@@ -1,13 +1,15 @@
 """The MeCab stage of tokenizer training: corpus -> files of space-separated words.
 
-Each worker process streams its byte range of the corpus (or its whole inputs, for formats
-other than plain text) through MeCab and writes one line of words per input line, so memory
-stays flat whatever the corpus size. Workers
-also count characters, from which the subword alphabet is chosen deterministically.
+Each worker process streams its share of the corpus's documents (a byte range of plain text,
+every n-th document of other inputs) through MeCab and writes one line of words per input
+line, so memory stays flat whatever the corpus size. Workers also count characters, from
+which the subword alphabet is chosen deterministically. With a DocumentSample only the
+documents it draws are split.
 """
 
 import multiprocessing as mp
 import os
+import hashlib
 import queue
 import traceback
 from collections import Counter
@@ -18,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ja_common.processes import die_with_parent
 
-from ja_common.corpus import DEFAULT_TEXT_COLUMN, plan_segments, segment_lines
+from ja_common.corpus import DEFAULT_TEXT_COLUMN, plan_segments, segment_documents
 from ja_common.errors import UserError
 from .mecab import DictionaryNotInstalled, MecabWordSplitter
 
@@ -33,6 +35,23 @@ class SplitResult:
     lines: int = 0
     words: int = 0
     bytes: int = 0
+    documents: int = 0
+    documents_split: int = 0
+    characters_split: int = 0
+
+
+@dataclass(frozen=True)
+class DocumentSample:
+    """An evenly drawn, seeded share of the documents: a document is drawn when a hash of the seed
+    and its text falls below ``fraction``, so the draw is the same whatever the process count,
+    the order or the format of the inputs."""
+
+    fraction: float
+    seed: int = 0
+
+    def draws(self, document):
+        digest = hashlib.blake2b("\n".join(document).encode("utf-8"), digest_size=8, key=str(self.seed).encode())
+        return int.from_bytes(digest.digest(), "little") < self.fraction * 2**64
 
 
 def _context():
@@ -56,12 +75,13 @@ class _CharCounter:
         return counts
 
 
-def _split_shard(index, segments, out_path, splitter_kwargs, encoding_errors, text_column, progress, results,
-                 parent_pid):
+def _split_shard(index, segments, out_path, splitter_kwargs, encoding_errors, text_column, sample, progress,
+                 results, parent_pid):
     die_with_parent(parent_pid)
     try:
         splitter = MecabWordSplitter(**splitter_kwargs)
         chars, lines, words, unreported = _CharCounter(), 0, 0, 0
+        documents = documents_split = characters_split = 0
         batch, batch_chars = [], 0
 
         def report(n):
@@ -82,19 +102,25 @@ def _split_shard(index, segments, out_path, splitter_kwargs, encoding_errors, te
 
         with open(out_path, "w", encoding="utf-8") as out:
             for segment in segments:
-                for line in segment_lines(segment, text_column, encoding_errors, report):
-                    text = splitter.wakati(line)
-                    if text:
-                        batch.append(text)
-                        batch_chars += len(text)
-                        lines += 1
-                        if batch_chars >= _BATCH_CHARS:
-                            flush()
+                for document in segment_documents(segment, text_column, encoding_errors, report):
+                    documents += 1
+                    if sample and not sample.draws(document):
+                        continue
+                    documents_split += 1
+                    for line in document:
+                        characters_split += len(line)
+                        text = splitter.wakati(line)
+                        if text:
+                            batch.append(text)
+                            batch_chars += len(text)
+                            lines += 1
+                            if batch_chars >= _BATCH_CHARS:
+                                flush()
             if batch:
                 flush()
         with progress.get_lock():
             progress[index] += unreported
-        results.put((index, "ok", (chars.as_counter(), lines, words)))
+        results.put((index, "ok", (chars.as_counter(), lines, words, documents, documents_split, characters_split)))
     except (UserError, DictionaryNotInstalled, ValueError) as error:
         results.put((index, "user", str(error)))
     except BaseException:
@@ -102,10 +128,11 @@ def _split_shard(index, segments, out_path, splitter_kwargs, encoding_errors, te
 
 
 def split_corpus(files, out_dir, num_workers, splitter_kwargs, encoding_errors="strict", show_progress=True,
-                 text_column=DEFAULT_TEXT_COLUMN):
-    """Run MeCab over ``files`` in ``num_workers`` processes; word files go to ``out_dir``."""
+                 text_column=DEFAULT_TEXT_COLUMN, sample=None):
+    """Run MeCab over ``files`` (the documents ``sample`` draws, if given) in ``num_workers`` processes;
+    word files go to ``out_dir``."""
     shards = plan_segments(files, num_workers)
-    total = sum(seg.end - seg.start for shard in shards for seg in shard)
+    total = sum(segment.bytes for shard in shards for segment in shard)
     ctx = _context()
     progress = ctx.Array("q", len(shards))
     results = ctx.Queue()
@@ -113,7 +140,7 @@ def split_corpus(files, out_dir, num_workers, splitter_kwargs, encoding_errors="
     workers = [
         ctx.Process(
             target=_split_shard,
-            args=(i, shard, word_files[i], splitter_kwargs, encoding_errors, text_column, progress, results,
+            args=(i, shard, word_files[i], splitter_kwargs, encoding_errors, text_column, sample, progress, results,
                   os.getpid()),
             daemon=True,
         )
@@ -138,10 +165,10 @@ def split_corpus(files, out_dir, num_workers, splitter_kwargs, encoding_errors="
                     raise UserError(payload)
                 if status == "crash":
                     raise RuntimeError(f"MeCab worker {index} failed:\n{payload}")
-                chars, lines, words = payload
+                chars, *counts = payload
                 result.char_counts.update(chars)
-                result.lines += lines
-                result.words += words
+                for name, count in zip(("lines", "words", "documents", "documents_split", "characters_split"), counts):
+                    setattr(result, name, getattr(result, name) + count)
             bar.n = min(total, sum(progress))
             bar.refresh()
         bar.n = total
