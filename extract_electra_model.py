@@ -6,11 +6,11 @@
 
 import argparse
 
-from ja_common.errors import exit_on_user_error
+from ja_common.errors import ArgumentParser, exit_on_user_error
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="extract_electra_model.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_dir", required=True, help="a checkpoint-<step> directory or the final model directory")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--parameter_file", help="optional: checked against the configuration the checkpoint records")

@@ -14,13 +14,13 @@ import time
 PROCESS_START = time.time()  # for the resume time reported in the log
 
 from ja_common.corpus import ENCODING_ERRORS
-from ja_common.errors import exit_on_user_error
+from ja_common.errors import ArgumentParser, exit_on_user_error
 from pretraining.options import RunOptions
 from pretraining.presets import ATTENTION_IMPLEMENTATIONS, MASKING_MODES
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="run_pretraining.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--input_file", nargs="+",
                       help="corpus files, directories or glob patterns: text (.txt, or .gz/.bz2/.xz), .jsonl (or "

@@ -6,7 +6,7 @@
 import argparse
 
 from ja_common.corpus import DEFAULT_TEXT_COLUMN, ENCODING_ERRORS
-from ja_common.errors import exit_on_user_error
+from ja_common.errors import ArgumentParser, exit_on_user_error
 from tokenizer.mecab import DICTIONARIES
 from tokenizer.train import TOKENIZER_TYPES, TokenizerSettings, train_tokenizer
 
@@ -25,7 +25,7 @@ def byte_count(text):
 
 def parse_args(argv=None):
     defaults = TokenizerSettings()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="train_tokenizer.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_file", nargs="+", required=True,
                         help="corpus files, directories or glob patterns: text (.txt, or .gz/.bz2/.xz), .jsonl "
                              "(or compressed), .parquet, or a folder from datasets' save_to_disk")

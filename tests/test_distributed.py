@@ -162,3 +162,21 @@ def test_killed_nodes_continue_to_the_same_weights(setup):
     outputs = wait(launch_nodes(setup, "gpt2-long-nodes", broken, ["--do_continue"]))
     assert "resumed from" in outputs[0]
     assert_same_weights(whole, broken, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mistake", [["--model_type", "bert-nonexistent"], ["--no_such_flag"]])
+def test_a_user_error_under_two_processes_is_one_line_and_the_launchers_cause(setup, tmp_path, mistake):
+    launcher = [*ACCELERATE_LAUNCH, "--quiet", "--multi_gpu", "--num_processes", "2",
+                "--main_process_port", str(free_port())]
+    result = subprocess.run([*command(setup, "bert-single", tmp_path / "m", launcher), *mistake],
+                            capture_output=True, text=True, env=env())
+    assert result.returncode != 0
+    output = (result.stdout + result.stderr).splitlines()
+    ours = [line for line in output if line.startswith("error: ")]
+    assert len(ours) == 1, output  # once, not once per rank
+    assert "usage:" not in result.stderr and "Traceback" not in result.stderr
+    # torchrun's report, printed last by the launcher, names the line as each rank's cause
+    causes = [line.split("traceback : ", 1)[1] for line in output if "traceback : " in line]
+    assert causes[-1] == ours[0]  # the root cause (rank 0); rank 1 says the same or was stopped
+    assert all(cause == ours[0] or cause.startswith("Signal 15") for cause in causes)
+    assert not (tmp_path / "m").exists()

@@ -190,6 +190,20 @@ def test_user_faults_are_one_line(params, wordpiece_dir, tmp_path):
         assert not (tmp_path / tokenizer_type).exists()
 
 
+@pytest.mark.parametrize("script", ["run_pretraining", "train_tokenizer", "extract_electra_model"])
+def test_a_mistaken_flag_is_one_line_not_the_usage(script, capsys):
+    import importlib
+
+    main = importlib.import_module(script).main
+    for argv in (["--input_file", "x", "--no_such_flag"], []):  # required flags missing in both
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and f"see {script}.py --help" in err, err
+        assert "the following arguments are required" in err
+
+
 def big_corpus(tmp_path, copies):
     corpus = tmp_path / "big.txt"
     corpus.write_text(("\n".join(sample_lines()) + "\n\n") * copies, encoding="utf-8")
