@@ -107,24 +107,25 @@ def input_bytes(path):
     return input_signature(path)[1]
 
 
-def once_each(files):
+def once_each(files, flag="--input_file"):
     """The files in order, each once (by real path): a file given twice, or matched by two patterns,
     would repeat its documents, and held-out documents would be trained on too."""
     seen, kept = set(), []
     for path in files:
         real = os.path.realpath(path)
         if real in seen:
-            print(f"warning: --input_file names {path} more than once; it is read once", file=sys.stderr)
+            print(f"warning: {flag} names {path} more than once; it is read once", file=sys.stderr)
             continue
         seen.add(real)
         kept.append(path)
     return kept
 
 
-def expand_inputs(inputs):
+def expand_inputs(inputs, flag="--input_file"):
     """Files named by paths, directories (every file below, sorted) or glob patterns.
 
     A folder written by ``datasets``' ``save_to_disk`` is one input, not a directory of files.
+    ``flag``: the command-line flag the inputs came from, named in the errors.
     """
     files = []
     for item in inputs:
@@ -132,7 +133,7 @@ def expand_inputs(inputs):
             files.append(item)
         elif os.path.isfile(os.path.join(item, "dataset_dict.json")):
             splits = ", ".join(sorted(d for d in os.listdir(item) if os.path.isdir(os.path.join(item, d))))
-            raise UserError(f"--input_file: {item} holds the splits {splits} of a DatasetDict: give one split's "
+            raise UserError(f"{flag}: {item} holds the splits {splits} of a DatasetDict: give one split's "
                             "folder")
         elif os.path.isdir(item):
             found = []
@@ -142,21 +143,21 @@ def expand_inputs(inputs):
                 found += [os.path.join(root, name) for name in datasets + names if not name.startswith(".")]
             found.sort()
             if not found:
-                raise UserError(f"--input_file: the directory {item} holds no files")
+                raise UserError(f"{flag}: the directory {item} holds no files")
             files.extend(found)
         elif glob.has_magic(item):
             found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p) or is_datasets_folder(p))
             if not found:
-                raise UserError(f"--input_file: no file matches {item}")
+                raise UserError(f"{flag}: no file matches {item}")
             files.extend(found)
         elif not os.path.exists(item):
-            raise UserError(f"--input_file: {item} does not exist")
+            raise UserError(f"{flag}: {item} does not exist")
         else:
             files.append(item)
-    files = once_each(files)
+    files = once_each(files, flag)
     for path in files:
         if not os.access(path, os.R_OK) or not (os.path.isfile(path) or is_datasets_folder(path)):
-            raise UserError(f"--input_file: cannot read {path} (not a readable file)")
+            raise UserError(f"{flag}: cannot read {path} (not a readable file)")
     if sum(input_bytes(p) for p in files) == 0:
         raise UserError(f"the corpus is empty: {', '.join(files)} hold no text")
     return files

@@ -64,6 +64,22 @@ class RunOptions:
     mecab_dic_type: str = None
     process_start: float = None  # time.time() when the process started, for the resume time it reports
 
+    def __post_init__(self):
+        """The flags' own ranges, checked before any work (one line each)."""
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must be between 0 and {2**32 - 1}, not {self.seed}")
+        for flag in ("save_minutes", "max_minutes", "peak_tflops"):
+            value = getattr(self, flag)
+            if value is not None and not value > 0:  # 0 would silently mean "never"/"unknown"
+                raise UserError(f"--{flag} must be above 0, not {value:g}")
+        for flag in ("num_proc", "eval_steps"):
+            if getattr(self, flag) is not None and getattr(self, flag) < 1:
+                raise UserError(f"--{flag} must be at least 1")
+        if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
+            raise UserError("--dataloader_num_workers must be 0 (batches made in the training process) or more")
+        if self.fp16_type not in (None, 0, 1, 2, 3):
+            raise UserError(f"--fp16_type must be 0 (off) or 1-3 (mixed fp16), not {self.fp16_type}")
+
     def masking_mode(self, preset):
         """The masking of a masked-LM run: --masking, else --do_whole_word_mask, else the preset's, else token."""
         if self.do_whole_word_mask and self.masking not in (None, "whole-word"):

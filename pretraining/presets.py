@@ -239,6 +239,15 @@ def _check_ranges(p):
                  "accumulation_steps"):
         if getattr(p, attr) < 1:
             raise UserError(f"{where}: \"{attr.replace('_', '-')}\" must be at least 1")
+    if p.eval_steps is not None and p.eval_steps < 1:
+        raise UserError(f"{where}: \"eval-steps\" must be at least 1")
+    if p.weight_decay < 0:
+        raise UserError(f"{where}: \"weight-decay\" must not be negative")
+    if p.save_total_limit < 0:
+        raise UserError(f"{where}: \"save-total-limit\" must be 0 (keep every checkpoint) or more")
+    if not 0 <= p.short_seq_prob <= 1:
+        raise UserError(f"{where}: \"short-seq-prob\" must be in [0, 1]")
+    _check_frozen_layers(p, where)
     if p.save_minutes is not None and p.save_minutes <= 0:
         raise UserError(f"{where}: \"save-minutes\" must be positive")
     if p.lr_scheduler not in LR_SCHEDULERS:
@@ -266,6 +275,20 @@ def _check_ranges(p):
         raise UserError(f"{where}: \"noise-density\" must be in (0, 1) and \"mean-noise-span-length\" at least 1")
     _check_masking(p, where)
     _families()[p.family].check(p, where)
+
+
+def _check_frozen_layers(p, where):
+    """Layers are frozen in a pretrained model only: on a new one the key would silently do nothing."""
+    key = "flozen-layers" if "flozen-layers" in p.raw else "frozen-layers"
+    if p.frozen_layers < -1:
+        raise UserError(f"{where}: \"{key}\" must be -1 (train every layer) or a number of layers")
+    pretrained = (p.pretrained_model_name_or_path or p.pretrained_generator_model_name_or_path
+                  or p.pretrained_discriminator_model_name_or_path)
+    if p.frozen_layers >= 0 and not pretrained:
+        raise UserError(f"{where}: \"{key}\" freezes layers of a pretrained model: add "
+                        "\"pretrained_model_name_or_path\", or use -1")
+    if p.frozen_layers > p.number_of_layers:
+        raise UserError(f"{where}: \"{key}\" {p.frozen_layers} is more than the {p.number_of_layers} layers")
 
 
 def _check_masking(p, where):

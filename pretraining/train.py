@@ -153,8 +153,6 @@ def run_training(options, preset):
     if options.masking and not family.masked_lm:
         raise UserError(f"--masking: the {family.title} family predicts no masked tokens; leave the flag out")
     options = dataclasses.replace(options, masking=options.masking_mode(preset))  # its flags checked before work
-    if options.dataloader_num_workers is not None and options.dataloader_num_workers < 0:
-        raise UserError("--dataloader_num_workers must be 0 (batches made in the training process) or more")
     check_model_dir(options)
     # from here a stop signal is honoured: at once until training starts, then at a step boundary
     elapsed = time.time() - options.process_start if options.process_start else 0.0

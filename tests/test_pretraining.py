@@ -244,7 +244,8 @@ def test_parameter_file_validation(tmp_path):
         parse_preset("bert-x", dict(TINY, **{"hiden-size": 3}))
     with pytest.raises(UserError, match="cannot tell the model family"):
         parse_preset("mystery", TINY)
-    preset = parse_preset("bert-x", dict(TINY, **{"batch-size": {"0": 3, "1": 5}, "flozen-layers": 1}))
+    preset = parse_preset("bert-x", dict(TINY, **{"batch-size": {"0": 3, "1": 5}, "flozen-layers": 1,
+                                                  "pretrained_model_name_or_path": "model/bert"}))
     assert preset.batch_size_for_node(1) == 5 and preset.frozen_layers == 1
     with pytest.raises(UserError, match='no entry for node rank 2.*add "2": N'):
         preset.batch_size_for_node(2)
@@ -256,6 +257,15 @@ def test_parameter_file_validation(tmp_path):
         parse_preset("bert-x", dict(TINY, **{"span-geo-prob": 0}))
     with pytest.raises(UserError, match='"local-attention" .* must be an even number'):
         parse_preset("modernbert-x", dict(TINY, **{"local-attention": 7}))
+    # keys that were taken silently: a value that means nothing, or one that did nothing
+    for key, value, message in (("weight-decay", -0.1, "must not be negative"), ("eval-steps", 0, "at least 1"),
+                                ("short-seq-prob", 2, r"in \[0, 1\]"), ("save-total-limit", -1, "keep every"),
+                                ("flozen-layers", 1, "freezes layers of a pretrained model"),
+                                ("flozen-layers", -2, "must be -1")):
+        with pytest.raises(UserError, match=f'"{key}" .*{message}|"{key}" {message}'):
+            parse_preset("bert-x", dict(TINY, **{key: value}))
+    with pytest.raises(UserError, match='"flozen-layers" 3 is more than the 2 layers'):
+        parse_preset("bert-x", dict(TINY, **{"flozen-layers": 3, "pretrained_model_name_or_path": "model/bert"}))
     with pytest.raises(UserError, match='"position-buckets" must be at least 1'):
         parse_preset("deberta-x", dict(TINY, **{"position-buckets": 0}))
     # every shipped preset is valid

@@ -204,6 +204,26 @@ def test_a_mistaken_flag_is_one_line_not_the_usage(script, capsys):
         assert "the following arguments are required" in err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "--seed must be between 0 and 4294967295"),  # was numpy's traceback
+    (["--max_minutes", "0"], "--max_minutes must be above 0"),  # was: no budget at all
+    (["--save_minutes", "-1"], "--save_minutes must be above 0"),  # was: taken, the preset's key is refused
+    (["--peak_tflops", "-5"], "--peak_tflops must be above 0"),  # was: a negative MFU
+    (["--fp16_type", "7"], "--fp16_type must be 0 (off) or 1-3"),  # was: taken as fp16
+    (["--num_proc", "0"], "--num_proc must be at least 1"),  # was: silently all cores
+    (["--validation_file", "nowhere.txt"], "--validation_file: nowhere.txt does not exist"),  # named --input_file
+])
+def test_flags_out_of_range_are_one_line_before_any_work(params, wordpiece_dir, tmp_path, flags, message, capsys):
+    from run_pretraining import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--input_file", SAMPLE_CORPUS, "--tokenizer_dir", wordpiece_dir, "--parameter_file", params,
+              "--model_type", "bert-safe", "--model_dir", str(tmp_path / "m"), *flags])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.strip().splitlines()[-1].startswith(f"error: {message}"), err
+    assert not (tmp_path / "m").exists()
+
+
 def big_corpus(tmp_path, copies):
     corpus = tmp_path / "big.txt"
     corpus.write_text(("\n".join(sample_lines()) + "\n\n") * copies, encoding="utf-8")

@@ -29,18 +29,19 @@ def check_evaluation_flags(options):
         raise UserError(f"--validation_split_percentage must be between 0 and 100, not {percent:g}")
     if percent and options.validation_file:
         raise UserError("--validation_split_percentage and --validation_file: give one")
-    if options.eval_steps is not None and options.eval_steps < 1:
-        raise UserError("--eval_steps must be at least 1")
 
 
 def check_held_out_inputs(options):
     """A held-out file that is also trained on would score the model on its training data."""
-    if not (options.validation_file and options.input_file):
+    if not options.validation_file:
         return
     from ja_common.corpus import expand_inputs
 
+    held_out = expand_inputs(options.validation_file, "--validation_file")  # its own flag named in its errors
+    if not options.input_file:
+        return
     training = {os.path.realpath(p) for inputs, _ in sources(options.input_file) for p in expand_inputs(inputs)}
-    both = [p for p in expand_inputs(options.validation_file) if os.path.realpath(p) in training]
+    both = [p for p in held_out if os.path.realpath(p) in training]
     if both:
         raise UserError(f"--validation_file {both[0]} is also a training input (--input_file): hold out other "
                         "documents, or use --validation_split_percentage")
