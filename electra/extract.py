@@ -24,7 +24,8 @@ def check_checkpoint(input_dir):
     """The recorded preset of a complete ELECTRA checkpoint or final model directory."""
     name = os.path.basename(os.path.normpath(input_dir))
     if not os.path.isdir(input_dir):
-        raise UserError(f"--input_dir {input_dir} does not exist")
+        state = "is a file, not a folder" if os.path.exists(input_dir) else "does not exist"
+        raise UserError(f"--input_dir {input_dir} {state}: give the run's folder or a checkpoint-<step> in it")
     if name.startswith(".checkpoint-") or (name.startswith("checkpoint-")
                                            and not os.path.isfile(os.path.join(input_dir, STATE_FILE))):
         raise UserError(f"--input_dir {input_dir} is a half-written checkpoint: use a complete checkpoint-<step> "

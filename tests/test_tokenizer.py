@@ -6,6 +6,7 @@ import os
 import pytest
 
 from conftest import SAMPLE_CORPUS, run_python, run_script, sample_lines
+from ja_common.errors import UserError
 from tokenizer.encoder import SubwordEncoder
 from tokenizer.mecab import MecabWordSplitter
 from tokenizer.train import TokenizerSettings, train_tokenizer
@@ -286,3 +287,15 @@ def test_refuses_to_overwrite_existing_tokenizer(tmp_path, wordpiece_dir):
     )
     assert result.returncode == 0, result.stderr
     assert not (existing / "vocab.txt").exists() and (existing / "vocab.json").exists()
+
+
+def test_a_rejected_mecab_option_or_intermediate_dir_is_one_line(tmp_path):
+    out = tmp_path / "tok"
+    with pytest.raises(UserError) as error:  # fugashi's page of help used to follow
+        train_tokenizer([SAMPLE_CORPUS], str(out), TokenizerSettings(mecab_option="-d/nonexistent"),
+                        show_progress=False)
+    assert "\n" not in str(error.value) and "no such file or directory: /nonexistent/dicrc" in str(error.value)
+    with pytest.raises(UserError, match="--intermediate_dir is --model_dir"):  # word files left in the tokenizer
+        train_tokenizer([SAMPLE_CORPUS], str(out), TokenizerSettings(), intermediate_dir=str(out) + "/",
+                        show_progress=False)
+    assert not out.exists()

@@ -222,6 +222,9 @@ def train_tokenizer(
         raise UserError(f"{model_dir} already holds a tokenizer: pass --overwrite to replace it")
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):
         raise UserError(f"--model_dir {model_dir} exists and is not a directory")
+    if intermediate_dir and os.path.realpath(intermediate_dir) == os.path.realpath(model_dir):
+        raise UserError("--intermediate_dir is --model_dir: the word files (1.2x the corpus) would stay in the "
+                        "tokenizer's folder; choose another folder")
     files = expand_inputs(input_files)
     sample = document_sample(sample_bytes, seed, files)
     try:  # check the dictionary and options once, before starting workers
@@ -229,7 +232,9 @@ def train_tokenizer(
     except DictionaryNotInstalled as error:
         raise UserError(str(error)) from None
     except (ValueError, RuntimeError) as error:
-        raise UserError(f"--mecab_option {settings.mecab_option!r}: MeCab rejected it ({error})") from None
+        # fugashi's message is a page of help; MeCab's own complaint is its last line
+        reason = [line.strip() for line in str(error).splitlines() if line.strip(" -)")][-1:] or ["?"]
+        raise UserError(f"--mecab_option {settings.mecab_option!r}: MeCab rejected it ({reason[0]})") from None
 
     # the word files (1.2x the corpus) and the new tokenizer are built beside model_dir under names
     # that carry this process's id: what a killed run leaves is removed by the next one
