@@ -25,13 +25,16 @@ PRESETS = {
     "gatedcnn-test": dict(RECURRENT, **{"kernel-size": 3, "block-size": 2, "number-of-layers": 5}),  # UER-py 5/2
     "lstm-test": dict(RECURRENT, **{"tie-weights": True}),
     "elmo-test": dict(RECURRENT, **{"projection-size": 32}),
+    "gru-test": dict(RECURRENT, family="lstm", cell="gru"),
+    "rnn-test": dict(RECURRENT, family="lstm", cell="rnn"),
+    "bigru-test": dict(RECURRENT, family="elmo", cell="gru"),
 }
 
 
-def tiny(family):
+def tiny(family, cell=None):
     config_class, _, head, _ = FAMILY_CLASSES[family]
     torch.manual_seed(0)
-    return head(config_class(**SIZES[family])).eval()
+    return head(config_class(**SIZES[family], **({"cell": cell} if cell else {}))).eval()
 
 
 @pytest.mark.parametrize("layers,block", [(5, 2), (4, 3), (1, 2), (6, 1)])
@@ -99,8 +102,9 @@ def spy_on_forward(model):
     return lengths, original
 
 
-def test_lstm_generate_carries_the_state():
-    model = tiny("lstm")
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_lstm_generate_carries_the_state(cell):
+    model = tiny("lstm", cell)
     lengths, original = spy_on_forward(model)
     prompt = torch.tensor([[5, 6, 7, 8]])
     out = model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0)
@@ -112,8 +116,9 @@ def test_lstm_generate_carries_the_state():
     assert torch.equal(out, ids)
 
 
-def test_lstm_beam_search_carries_the_state_of_reordered_beams():
-    model = tiny("lstm")
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_lstm_beam_search_carries_the_state_of_reordered_beams(cell):
+    model = tiny("lstm", cell)
     prompts = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
     settings = dict(max_new_tokens=6, num_beams=3, num_return_sequences=3, do_sample=False, pad_token_id=0)
     lengths, original = spy_on_forward(model)
@@ -124,9 +129,10 @@ def test_lstm_beam_search_carries_the_state_of_reordered_beams():
     assert torch.equal(carried, model.generate(prompts, **settings))
 
 
-@pytest.mark.parametrize("family", ["gatedcnn", "lstm", "elmo"])
-def test_round_trip_without_project(family, tmp_path):
-    model = tiny(family)
+@pytest.mark.parametrize("family,cell", [("gatedcnn", None), ("lstm", None), ("elmo", None), ("lstm", "gru"),
+                                         ("lstm", "rnn"), ("elmo", "gru")])
+def test_round_trip_without_project(family, cell, tmp_path):
+    model = tiny(family, cell)
     _, _, _, auto = FAMILY_CLASSES[family]
     from pretraining.models import add_base_model_to_auto_map
 
@@ -172,14 +178,16 @@ def trained(tmp_path_factory, wordpiece_dir):
 
 
 @pytest.mark.parametrize("model_type,tags", [("gatedcnn-test", ["loss/lm"]), ("lstm-test", ["loss/lm"]),
-                                             ("elmo-test", ["loss/forward", "loss/backward"])])
+                                             ("elmo-test", ["loss/forward", "loss/backward"]),
+                                             ("gru-test", ["loss/lm"]), ("rnn-test", ["loss/lm"]),
+                                             ("bigru-test", ["loss/forward", "loss/backward"])])
 def test_loss_falls_on_the_sample_corpus(trained, model_type, tags):
     for tag in ["loss"] + tags:
         values = logged(trained[model_type], tag)
         assert np.mean(values[-3:]) < np.mean(values[:3]) - 1.0, (tag, values)
 
 
-@pytest.mark.parametrize("model_type", ["gatedcnn-test", "lstm-test"])
+@pytest.mark.parametrize("model_type", ["gatedcnn-test", "lstm-test", "gru-test", "rnn-test"])
 def test_generate_continues_a_japanese_prompt(trained, model_type, tmp_path):
     path = str(trained[model_type])
     code = f"""
@@ -197,7 +205,7 @@ print(json.dumps([prompt.shape[1], lengths, tokenizer.decode(new)]))
 """
     result = run_python("import json\n" + code, cwd=str(tmp_path), block_project=True)
     prompt_length, lengths, text = json.loads(result.stdout.strip().splitlines()[-1])
-    if model_type.startswith("lstm"):  # loaded as remote code, the LSTM still reads the prefix once
+    if not model_type.startswith("gatedcnn"):  # loaded as remote code, a recurrent model reads the prefix once
         assert lengths == [prompt_length] + [1] * 7
     else:  # the GatedCNN has no cache: it re-reads the sequence
         assert lengths == list(range(prompt_length, prompt_length + 8))
@@ -212,6 +220,11 @@ def test_auto_classes_after_importing_the_project(trained):
     assert type(AutoModelForCausalLM.from_pretrained(trained["lstm-test"])).__name__ == "LstmForCausalLM"
     assert type(AutoModelForPreTraining.from_pretrained(trained["elmo-test"])).__name__ == "ElmoForPreTraining"
     assert type(AutoModel.from_pretrained(trained["elmo-test"])).__name__ == "ElmoModel"
+    # the cell is the preset's, saved in the config
+    assert type(AutoModelForCausalLM.from_pretrained(trained["gru-test"]).lstm_lm.lstm).__name__ == "GRU"
+    assert type(AutoModelForCausalLM.from_pretrained(trained["rnn-test"]).lstm_lm.lstm).__name__ == "RNN"
+    bigru = AutoModelForPreTraining.from_pretrained(trained["bigru-test"])
+    assert {type(cell).__name__ for cell in bigru.elmo.backward_stack.cells} == {"GRU"}
 
 
 def test_bad_preset_values():
@@ -221,6 +234,8 @@ def test_bad_preset_values():
         parse_preset("gatedcnn-x", dict(PRESETS["gatedcnn-test"], **{"block-size": 0}))
     with pytest.raises(UserError, match='"initialization" must be "normal" or "kaiming"'):
         parse_preset("gatedcnn-x", dict(PRESETS["gatedcnn-test"], **{"initialization": "xavier"}))
+    with pytest.raises(UserError, match='"cell" must be one of lstm, gru, rnn, not \'lru\''):
+        parse_preset("elmo-x", dict(PRESETS["elmo-test"], cell="lru"))
     with pytest.raises(UserError, match='"projection-size" must be at least 1'):
         parse_preset("elmo-x", dict(PRESETS["elmo-test"], **{"projection-size": 0}))
     with pytest.raises(UserError, match='"hidden-size" 30 is not divisible by "attention-heads" 4'):

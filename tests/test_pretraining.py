@@ -40,6 +40,13 @@ PRESETS = {
     "gpt2-wsd-resume": dict(TINY, **{"train-steps": 10, "save-steps": 2, "lr-scheduler": "warmup-stable-decay",
                                      "decay-steps": 4}),
 }
+# UER-py's recurrent encoders: gru and rnn language models, and the bidirectional gru (ELMo's layout)
+RECURRENT_RESUME = {"number-of-layers": 2, "hidden-size": 64, "embedding-size": 32, "sequence-length": 32,
+                    "warmup-steps": 2, "learning-rate": 5e-3, "batch-size": {"-1": 8}, "train-steps": 10,
+                    "save-steps": 2, "logging-steps": 1, "dropout": 0.1}
+PRESETS.update({"gru-resume": dict(RECURRENT_RESUME, family="lstm", cell="gru"),
+                "rnn-resume": dict(RECURRENT_RESUME, family="lstm", cell="rnn"),
+                "bigru-resume": dict(RECURRENT_RESUME, family="elmo", cell="gru")})
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +188,8 @@ def test_kill_and_continue_equals_uninterrupted_run(params, wordpiece_dir, tmp_p
             ("bert", "bert-resume", (), ()), ("gpt2", "gpt2-resume", (), ()), ("mix", "gpt2-resume", mix, ()),
             ("roberta", "roberta-resume", (), ()), ("llama", "llama-resume", (), ()),
             ("wsd", "gpt2-wsd-resume", (), ()), ("deberta", "deberta-resume", (), ()),
-            ("modernbert", "modernbert-resume", (), ()), ("workers", "bert-resume", (), workers)):
+            ("modernbert", "modernbert-resume", (), ()), ("workers", "bert-resume", (), workers),
+            ("gru", "gru-resume", (), ()), ("rnn", "rnn-resume", (), ()), ("bigru", "bigru-resume", (), ())):
         whole, broken = tmp_path / f"{name}-whole", tmp_path / f"{name}-broken"
         pretrain(params, wordpiece_dir, whole, model_type, "--do_whole_word_mask", *extra)
         kill_once_saved(params, wordpiece_dir, broken, model_type, "checkpoint-4", "--do_whole_word_mask", *extra,

@@ -1,8 +1,8 @@
 """ELMo (Peters et al. 2018): a forward and a backward LSTM language model with separate
 stacks and a shared softmax, the model in pretraining/models/elmo.py, saved with its code.
-The two directions' losses are averaged."""
+The two directions' losses are averaged. "cell": "gru" or "rnn" gives UER-py's bigru and birnn."""
 
-from .spec import OWN_MODEL, Family, causal_collator, own_model_config, single_model
+from .spec import OWN_MODEL, Family, causal_collator, check_cell, own_model_config, single_model
 
 
 def _head_class():
@@ -15,7 +15,8 @@ def config(preset, vocab):
     from ..models.elmo import ElmoConfig
 
     return own_model_config(ElmoConfig, "elmo", preset, vocab,
-                            projection_size=preset.projection_size or preset.embedding_size or preset.hidden_size)
+                            projection_size=preset.projection_size or preset.embedding_size or preset.hidden_size,
+                            cell=preset.cell)
 
 
 def frozen_modules(model, n):
@@ -47,6 +48,6 @@ def flops(model):
 create, load = single_model(_head_class, config, frozen_modules)
 
 FAMILY = Family(name="elmo", title="ELMo", example_kind="packed", make_collator=causal_collator, create=create,
-                load=load, training_forward=training_forward, flops=flops,
+                load=load, training_forward=training_forward, flops=flops, check=check_cell,
                 loss_weights=lambda preset: {"forward": 0.5, "backward": 0.5}, perplexity=("forward", "backward"),
                 auto_class="AutoModelForPreTraining", **OWN_MODEL)

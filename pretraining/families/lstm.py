@@ -1,10 +1,10 @@
-"""An LSTM language model (UER-py's lstm encoder with the LM target), the model in
-pretraining/models/lstm.py, saved with its code; "tie-weights" ties the output layer to the
-embeddings."""
+"""An LSTM language model (UER-py's lstm encoder with the LM target; "cell": "gru" or "rnn" for
+its gru and rnn encoders), the model in pretraining/models/lstm.py, saved with its code;
+"tie-weights" ties the output layer to the embeddings."""
 
 from ja_common.errors import UserError
 
-from .spec import CAUSAL_LM, OWN_MODEL, Family, own_model_config, single_model
+from .spec import CAUSAL_LM, OWN_MODEL, Family, check_cell, own_model_config, single_model
 
 
 def _head_class():
@@ -16,12 +16,13 @@ def _head_class():
 def config(preset, vocab):
     from ..models.lstm import LstmLmConfig
 
-    return own_model_config(LstmLmConfig, "lstm", preset, vocab, tie_word_embeddings=bool(preset.tie_weights))
+    return own_model_config(LstmLmConfig, "lstm", preset, vocab, tie_word_embeddings=bool(preset.tie_weights),
+                            cell=preset.cell)
 
 
 def frozen_modules(model, n):
     if n > 0:
-        raise UserError("flozen-layers: the LSTM's layers are one torch module; use 0 (embeddings) or -1 (none)")
+        raise UserError("flozen-layers: the recurrent layers are one torch module; use 0 (embeddings) or -1 (none)")
     return [model.lstm_lm.embeddings]
 
 
@@ -46,4 +47,4 @@ def flops(model):
 create, load = single_model(_head_class, config, frozen_modules)
 
 FAMILY = Family(name="lstm", title="LSTM", create=create, load=load, training_forward=training_forward, flops=flops,
-                **CAUSAL_LM, **OWN_MODEL)
+                check=check_cell, **CAUSAL_LM, **OWN_MODEL)

@@ -169,5 +169,13 @@ def own_model_config(config_class, family_name, preset, vocab, **extra):
     return config
 
 
+RECURRENT_CELLS = ("lstm", "gru", "rnn")  # the "cell" key: pretraining/models/lstm.py and elmo.py CELLS
+
+
+def check_cell(preset, where):
+    if preset.cell not in RECURRENT_CELLS:
+        raise UserError(f"{where}: \"cell\" must be one of {', '.join(RECURRENT_CELLS)}, not {preset.cell!r}")
+
+
 # the project's own models carry their code and have no attention
 OWN_MODEL = dict(attention=False, remote_code=True)

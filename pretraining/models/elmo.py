@@ -1,4 +1,4 @@
-"""ELMo (Peters et al., 2018): a bidirectional LSTM language model.
+"""ELMo (Peters et al., 2018): a bidirectional LSTM language model (or GRU, or Elman RNN: ``cell``).
 
 Self-contained (torch + transformers only): saved beside models for trust_remote_code.
 Separate forward and backward stacks of LSTM layers with a projection after each layer and
@@ -17,14 +17,18 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 
+# the recurrent cells (UER-py's bilstm, bigru, birnn); pretraining/models/lstm.py has the same table
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
 class ElmoConfig(PretrainedConfig):
     model_type = "elmo_bilm"
 
     def __init__(self, vocab_size=32768, embedding_size=512, hidden_size=4096, projection_size=512, num_layers=2,
-                 dropout=0.1, initializer_range=0.05, **kwargs):
+                 dropout=0.1, initializer_range=0.05, cell="lstm", **kwargs):
         self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
         self.projection_size, self.num_layers = projection_size, num_layers
-        self.dropout, self.initializer_range = dropout, initializer_range
+        self.dropout, self.initializer_range, self.cell = dropout, initializer_range, cell
         super().__init__(**kwargs)
 
 
@@ -42,12 +46,13 @@ class ElmoOutput(ModelOutput):
 
 
 class LstmStack(nn.Module):
-    """LSTM layers, each projected to projection_size, with residual connections between layers."""
+    """Recurrent layers, each projected to projection_size, with residual connections between layers."""
 
     def __init__(self, config):
         super().__init__()
         size = config.projection_size
-        self.cells = nn.ModuleList(nn.LSTM(size, config.hidden_size, batch_first=True) for _ in range(config.num_layers))
+        self.cells = nn.ModuleList(CELLS[config.cell](size, config.hidden_size, batch_first=True)
+                                   for _ in range(config.num_layers))
         self.projections = nn.ModuleList(nn.Linear(config.hidden_size, size) for _ in range(config.num_layers))
         self.dropout = nn.Dropout(config.dropout)
 
@@ -72,7 +77,7 @@ class ElmoPreTrainedModel(PreTrainedModel):
             nn.init.uniform_(module.weight, -r, r)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-        if isinstance(module, nn.LSTM):
+        if isinstance(module, nn.RNNBase):
             for name, parameter in module.named_parameters():
                 nn.init.uniform_(parameter, -r, r) if "weight" in name else nn.init.zeros_(parameter)
 

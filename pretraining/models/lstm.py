@@ -1,4 +1,5 @@
-"""LSTM language model: embedding, a multi-layer LSTM with dropout, optionally tied softmax.
+"""Recurrent language model: embedding, a multi-layer LSTM (or GRU, or Elman RNN: ``cell``) with
+dropout, optionally tied softmax.
 
 Self-contained (torch + transformers only): saved beside models for trust_remote_code.
 ``generate()`` carries the recurrent state between steps instead of re-running the prefix.
@@ -18,13 +19,18 @@ from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 
+# the recurrent cells (UER-py's lstm, gru and rnn encoders); pretraining/models/elmo.py has the same table
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
 class LstmLmConfig(PretrainedConfig):
     model_type = "lstm_lm"
 
     def __init__(self, vocab_size=32768, embedding_size=256, hidden_size=512, num_layers=2, dropout=0.1,
-                 tie_word_embeddings=False, initializer_range=0.05, **kwargs):
+                 tie_word_embeddings=False, initializer_range=0.05, cell="lstm", **kwargs):
         self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
         self.num_layers, self.dropout, self.initializer_range = num_layers, dropout, initializer_range
+        self.cell = cell
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
 
@@ -33,7 +39,7 @@ class LstmOutput(ModelOutput):
     loss: torch.Tensor = None
     logits: torch.Tensor = None
     last_hidden_state: torch.Tensor = None
-    state: tuple = None  # (h, c), each [num_layers, batch, hidden_size]
+    state: tuple = None  # LSTM: (h, c), each [num_layers, batch, hidden_size]; GRU, RNN: h
 
 
 class LstmPreTrainedModel(PreTrainedModel):
@@ -46,7 +52,7 @@ class LstmPreTrainedModel(PreTrainedModel):
             nn.init.uniform_(module.weight, -r, r)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-        if isinstance(module, nn.LSTM):
+        if isinstance(module, nn.RNNBase):
             for name, parameter in module.named_parameters():
                 nn.init.uniform_(parameter, -r, r) if "weight" in name else nn.init.zeros_(parameter)
 
@@ -55,8 +61,9 @@ class LstmModel(LstmPreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
-        self.lstm = nn.LSTM(config.embedding_size, config.hidden_size, config.num_layers, batch_first=True,
-                            dropout=config.dropout if config.num_layers > 1 else 0.0)
+        # named "lstm" whatever the cell: the weights' names of the models saved before the other cells
+        self.lstm = CELLS[config.cell](config.embedding_size, config.hidden_size, config.num_layers, batch_first=True,
+                                       dropout=config.dropout if config.num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(config.dropout)
         self.post_init()
 
@@ -99,13 +106,14 @@ class LstmForCausalLM(LstmPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, **kwargs):
         carried = getattr(self, "_carried", None)
         if carried is not None and carried[0].shape[1] == input_ids.shape[1] - 1:
-            seen, (h, c) = carried
+            seen, state = carried
             # which row of the last step each row continues (beam search reorders rows)
             same = (input_ids[:, None, :-1] == seen[None]).all(-1)
             if bool(same.any(1).all()):
                 rows = same.int().argmax(1)
+                state = tuple(s[:, rows] for s in state) if isinstance(state, tuple) else state[:, rows]
                 # the state already holds the prefix: feed the newest token only
-                return {"input_ids": input_ids[:, -1:], "state": (h[:, rows], c[:, rows]), "generated_ids": input_ids}
+                return {"input_ids": input_ids[:, -1:], "state": state, "generated_ids": input_ids}
         return {"input_ids": input_ids, "state": None, "generated_ids": input_ids}
 
     def forward(self, input_ids, state=None, labels=None, generated_ids=None, **kwargs):
