@@ -62,7 +62,8 @@ class Segment:
     """Bytes [start, end) of one file; lines that start inside belong to the segment.
 
     An input that cannot be read from any byte (compressed, records) is shared out in ``parts``
-    instead: the segment holds the documents whose number is ``part`` modulo ``parts``.
+    instead: the segment holds every ``parts``-th document, record or batch of rows from ``part``
+    on (see iter_documents).
     """
 
     path: str
