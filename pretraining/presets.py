@@ -59,7 +59,7 @@ KEYS = {
     "initialization": ("initialization", str, "kaiming"),  # GatedCNN: measured in benchmarks/bench_custom_lm.py
     "tie-weights": ("tie_weights", bool, None),
     "projection-size": ("projection_size", int, None),
-    "cell": ("cell", str, "lstm"),  # LSTM and ELMo: lstm, gru or rnn
+    "cell": ("cell", str, None),  # the recurrent families' cell (families/spec.py RECURRENT_CELLS)
     # masked-LM families: which units are predicted (pretraining/data/collators.py), and how many
     "masking": ("masking", str, None),  # token, whole-word, ngram, span (flags: --masking, --do_whole_word_mask)
     "mask-percent": ("mask_percent", float, 15.0),
@@ -130,7 +130,7 @@ class Preset:
     weight_norm: bool = False
     initialization: str = "kaiming"
     projection_size: int = None
-    cell: str = "lstm"
+    cell: str = None
     masking: str = None
     mask_percent: float = 15.0
     max_ngrams: int = 3

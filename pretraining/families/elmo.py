@@ -2,7 +2,7 @@
 stacks and a shared softmax, the model in pretraining/models/elmo.py, saved with its code.
 The two directions' losses are averaged. "cell": "gru" or "rnn" gives UER-py's bigru and birnn."""
 
-from .spec import OWN_MODEL, Family, causal_collator, check_cell, own_model_config, single_model
+from .spec import OWN_MODEL, Family, causal_collator, check_cell, own_model_config, recurrent_cell, single_model
 
 
 def _head_class():
@@ -16,7 +16,7 @@ def config(preset, vocab):
 
     return own_model_config(ElmoConfig, "elmo", preset, vocab,
                             projection_size=preset.projection_size or preset.embedding_size or preset.hidden_size,
-                            cell=preset.cell)
+                            cell=recurrent_cell(preset))
 
 
 def frozen_modules(model, n):

@@ -4,7 +4,7 @@ its gru and rnn encoders), the model in pretraining/models/lstm.py, saved with i
 
 from ja_common.errors import UserError
 
-from .spec import CAUSAL_LM, OWN_MODEL, Family, check_cell, own_model_config, single_model
+from .spec import CAUSAL_LM, OWN_MODEL, Family, check_cell, own_model_config, recurrent_cell, single_model
 
 
 def _head_class():
@@ -17,7 +17,7 @@ def config(preset, vocab):
     from ..models.lstm import LstmLmConfig
 
     return own_model_config(LstmLmConfig, "lstm", preset, vocab, tie_word_embeddings=bool(preset.tie_weights),
-                            cell=preset.cell)
+                            cell=recurrent_cell(preset))
 
 
 def frozen_modules(model, n):

@@ -169,11 +169,15 @@ def own_model_config(config_class, family_name, preset, vocab, **extra):
     return config
 
 
-RECURRENT_CELLS = ("lstm", "gru", "rnn")  # the "cell" key: pretraining/models/lstm.py and elmo.py CELLS
+RECURRENT_CELLS = ("lstm", "gru", "rnn")  # the "cell" key (the first is the default): models/lstm.py and elmo.py
+
+
+def recurrent_cell(preset):
+    return preset.cell or RECURRENT_CELLS[0]
 
 
 def check_cell(preset, where):
-    if preset.cell not in RECURRENT_CELLS:
+    if recurrent_cell(preset) not in RECURRENT_CELLS:
         raise UserError(f"{where}: \"cell\" must be one of {', '.join(RECURRENT_CELLS)}, not {preset.cell!r}")
 
 
