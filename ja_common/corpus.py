@@ -232,10 +232,8 @@ def _document_start(path, offset, size):
 def segment_documents(segment, text_column=DEFAULT_TEXT_COLUMN, encoding_errors="strict", progress=None):
     """The documents (lists of non-blank lines) of a segment from plan_segments, in any format."""
     if splittable(segment.path):
-        lines = read_lines(segment, encoding_errors, progress)
-        for blank, group in itertools.groupby(lines, key=lambda line: not line.strip()):
-            if not blank:
-                yield from _bounded(group)
+        for group in _line_groups(read_lines(segment, encoding_errors, progress)):
+            yield from _bounded(group)
         return
     if progress and segment.parts > 1:
         progress = _share_of(progress, segment.parts)
@@ -400,10 +398,7 @@ def iter_documents(path, text_column=DEFAULT_TEXT_COLUMN, encoding_errors="stric
     """
     form = corpus_format(path)[0]
     if form == "text":
-        lines = _text_lines(path, encoding_errors, progress)
-        documents = (group for blank, group in itertools.groupby(lines, key=lambda line: not line.strip())
-                     if not blank)
-        for number, group in enumerate(documents):
+        for number, group in enumerate(_line_groups(_text_lines(path, encoding_errors, progress))):
             if number % parts == part:
                 yield from _bounded(group)
         return
@@ -413,6 +408,11 @@ def iter_documents(path, text_column=DEFAULT_TEXT_COLUMN, encoding_errors="stric
         lines = (line.rstrip("\r") for line in text.split("\n") if line.strip())
         yield from _bounded(piece for line in lines
                             for piece in (split_long_text(line) if len(line) > MAX_PARSE_CHARS else (line,)))
+
+
+def _line_groups(lines):
+    """The documents of text lines: runs of lines that are not blank (nor whitespace only)."""
+    return (group for blank, group in itertools.groupby(lines, key=lambda line: not line.strip()) if not blank)
 
 
 def _text_lines(path, encoding_errors, progress):
