@@ -429,14 +429,14 @@ def test_continue_on_changed_examples_is_refused_unless_allowed(params, wordpiec
 
 def test_a_file_given_twice_is_read_once_and_held_out_files_are_not_trained_on(tmp_path, capsys):
     from ja_common.corpus import expand_inputs
-    from pretraining.data.prepare import check_held_out_inputs
+    from pretraining.data.prepare import held_out_inputs
 
     copy = tmp_path / "again.txt"
     copy.symlink_to(SAMPLE_CORPUS)
     assert expand_inputs([SAMPLE_CORPUS, SAMPLE_CORPUS, str(copy)]) == [SAMPLE_CORPUS]
     assert "is read once" in capsys.readouterr().err
     with pytest.raises(UserError, match="--validation_file .* is also a training input"):
-        check_held_out_inputs(run_options(tmp_path, input_file=[f"{SAMPLE_CORPUS}:1"], validation_file=[str(copy)]))
+        held_out_inputs(run_options(tmp_path, input_file=[f"{SAMPLE_CORPUS}:1"], validation_file=[str(copy)]))
 
 
 def test_do_eval_refuses_another_preset_or_tokenizer(params, wordpiece_dir, bpe_dir, finished, tmp_path):

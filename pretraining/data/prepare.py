@@ -31,20 +31,24 @@ def check_evaluation_flags(options):
         raise UserError("--validation_split_percentage and --validation_file: give one")
 
 
-def check_held_out_inputs(options):
-    """A held-out file that is also trained on would score the model on its training data."""
+def held_out_inputs(options):
+    """--validation_file's files, expanded once (errors and warnings name that flag), or None.
+
+    A held-out file that is also trained on would score the model on its training data: refused.
+    """
     if not options.validation_file:
-        return
+        return None
     from ja_common.corpus import expand_inputs
 
-    held_out = expand_inputs(options.validation_file, "--validation_file")  # its own flag named in its errors
+    held_out = expand_inputs(options.validation_file, "--validation_file")
     if not options.input_file:
-        return
+        return held_out
     training = {os.path.realpath(p) for inputs, _ in sources(options.input_file) for p in expand_inputs(inputs)}
     both = [p for p in held_out if os.path.realpath(p) in training]
     if both:
         raise UserError(f"--validation_file {both[0]} is also a training input (--input_file): hold out other "
                         "documents, or use --validation_split_percentage")
+    return held_out
 
 
 def prepare(options, preset, show_progress=True, encoder=None):
@@ -58,14 +62,14 @@ def prepare(options, preset, show_progress=True, encoder=None):
     if options.tokenizer_dir:
         encoder = encoder or SubwordEncoder(options.tokenizer_dir)
         check_tokenizer_flags(options, encoder)
-    check_held_out_inputs(options)
+    validation_files = held_out_inputs(options)
     train_dir = prepare_split(options, preset, options.input_file, options.dataset_dir,
                               options.validation_split_percentage, show_progress, encoder)
     if options.validation_split_percentage:
         return train_dir, train_dir
     if options.validation_file:
         validation_dir = options.dataset_dir and options.dataset_dir.rstrip("/") + "-validation"
-        return train_dir, prepare_split(options, preset, options.validation_file, validation_dir, None, show_progress,
+        return train_dir, prepare_split(options, preset, validation_files, validation_dir, None, show_progress,
                                         encoder)
     return train_dir, None
 
