@@ -1,14 +1,15 @@
 """Batches per second from the stored examples: read, expand, mask, pad; against what one GPU eats.
 
     python benchmarks/bench_loader.py [--kinds nsp,sop,packed] [--lengths 128,512]
-        [--masking token,whole-word,ngram,span] [--workers 2] [--batch 32] [--seconds 3] [--work DIR]
+        [--masking token,whole-word,ngram,span] [--draws counter|generator] [--workers 2] [--batch 32] [--seconds 3] [--work DIR]
 
 For each example kind (nsp: BERT, sop: ALBERT, packed: RoBERTa and the other packed MLM families),
 sequence length and masking mode, on examples built from the Aozora corpus with a 32k WordPiece
 tokenizer:
 
 - examples/s on one core: the training process's work per batch with --dataloader_num_workers 0
-  (torch and BLAS on one thread);
+  (torch and BLAS on one thread), masks drawn as new runs draw them (--draws counter) or as runs
+  begun before the counter draws (--draws generator);
 - examples/s with N loader workers (DataLoader, as the training loop builds it);
 - the demand of one H100 at 40% MFU training the family's base preset at that length (its FLOP
   formula, pretraining/flops.py: examples/s = 0.4 x 989 TFLOP/s / FLOPs per example);
@@ -58,10 +59,11 @@ def gpu_demand(kind, length, vocab_size):
     return MFU * H100_PEAK / family.flops(model)(batch)
 
 
-def collator_for(encoder, mode):
+def collator_for(encoder, mode, draws="counter"):
     from pretraining.data.collators import MaskedLMCollator, Masking
 
-    return MaskedLMCollator(encoder.token_id("[MASK]"), encoder.token_id("[PAD]"), encoder.vocab_size, 42, Masking(mode))
+    return MaskedLMCollator(encoder.token_id("[MASK]"), encoder.token_id("[PAD]"), encoder.vocab_size, 42,
+                            Masking(mode, draws=draws))
 
 
 def per_core(dataset, collator, batch, seconds):
@@ -142,6 +144,8 @@ def main():
     parser.add_argument("--kinds", default="nsp,sop,packed")
     parser.add_argument("--lengths", default="128,512")
     parser.add_argument("--masking", default="token,whole-word,ngram,span")
+    parser.add_argument("--draws", default="counter", choices=("counter", "generator"),
+                        help="how masks are drawn: counter (runs begun now) or generator (runs begun before it)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
@@ -167,7 +171,7 @@ def main():
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     print(f"examples/s; one core unless said; batches of {args.batch}; {args.workers} workers; "
-          f"H100 demand at {MFU:.0%} MFU")
+          f"H100 demand at {MFU:.0%} MFU; {args.draws} draws")
     print(f"{'kind':6} {'length':>6} {'masking':10} {'1 core':>9} {f'{args.workers} workers':>10} {'H100':>8} "
           f"{'stock':>9} {'ours/stock':>10}")
     for kind in args.kinds.split(","):
@@ -175,7 +179,7 @@ def main():
             dataset = examples_for(kind, length, corpus, tokenizer_dir, work)
             demand = gpu_demand(kind, length, encoder.vocab_size)
             for mode in args.masking.split(","):
-                collator = collator_for(encoder, mode)
+                collator = collator_for(encoder, mode, args.draws)
                 ours = per_core(dataset, collator, args.batch, args.seconds)
                 parallel = with_workers(dataset, collator, args.batch, args.workers, args.seconds)
                 reference = ""

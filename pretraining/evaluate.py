@@ -62,12 +62,13 @@ def figures(names, totals, examples, perplexity=()):
 class Evaluator:
     """The held-out examples of a run and what their evaluations gave."""
 
-    def __init__(self, validation_dir, validation_percent, family, preset, vocab, options, batch_size, best=None):
+    def __init__(self, validation_dir, validation_percent, family, preset, vocab, options, batch_size, mask_draws,
+                 best=None):
         split = "validation" if validation_percent else "train"  # a --validation_file folder is all held out
         spec = ExampleSpec.from_preset(preset, options.seed, validation_percent)
         self.dataset, _ = load_examples(validation_dir, spec, split=split)
         self.seed = options.seed + EVAL_SEED_OFFSET
-        self.collator = family.make_collator(preset, vocab, self.seed, options.masking_mode(preset))
+        self.collator = family.make_collator(preset, vocab, self.seed, options.masking_mode(preset), mask_draws)
         self.batch_size, self.weights, self.perplexity = batch_size, family.loss_weights(preset), family.perplexity
         self.every = options.eval_steps or preset.eval_steps or preset.save_steps
         self.last, self.best = None, best

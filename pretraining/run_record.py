@@ -13,6 +13,9 @@ from dataclasses import dataclass
 RESUMABLE_KEYS = {"train-steps", "save-steps", "save-minutes", "logging-steps", "save-total-limit", "batch-size",
                   "torch-compile", "gradient-checkpointing", "attention-implementation"}
 
+# how the masks of runs whose records predate mask_draws were drawn (pretraining/data/collators.py Masking)
+MASK_DRAWS_BEFORE = "generator"
+
 # what a continued run must share with its checkpoint, and how the message names it
 SAME_RUN = (("family", "the model family"), ("tokenizer", "the tokenizer (--tokenizer_dir's files)"), ("seed", "--seed"),
             ("masking", "the masking (--masking, --do_whole_word_mask or the preset's \"masking\")"),
@@ -31,6 +34,7 @@ class RunRecord:
     global_batch: int = None
     rank_batches: list = None
     masking: str = None  # token, whole-word, ngram or span
+    mask_draws: str = None  # "counter" (data/masks.py); records without it: "generator" (MASK_DRAWS_BEFORE)
     tokenizer: str = None  # the tokenizer files' fingerprint
     examples: str = None  # the training examples' identity (pretraining/data/cache.py examples_identity)
     parameters: dict = None  # the preset as parameter.json gives it
@@ -70,4 +74,8 @@ class RunRecord:
     def preset_record(self):
         """What a model directory records of how it was trained (pretraining_preset.json)."""
         return {"model_type": self.model_type, "family": self.family, "parameters": self.parameters,
-                "seed": self.seed, "masking": self.masking, "tokenizer": self.tokenizer}
+                "seed": self.seed, "masking": self.masking, "mask_draws": self.mask_draws, "tokenizer": self.tokenizer}
+
+    def draws_masks_by(self):
+        """How this run draws its masks: as recorded, or as every run did before it was recorded."""
+        return self.mask_draws or MASK_DRAWS_BEFORE

@@ -212,18 +212,20 @@ def train(options, preset, family, accelerator, stops, run_name):
                        global_batch=sum(rank_batches), rank_batches=rank_batches,
                        masking=options.masking_mode(preset), tokenizer=tokenizer_fingerprint(tokenizer_dir),
                        parameters=preset.raw, validation_split_percentage=options.validation_split_percentage or 0,
-                       examples=examples_identity(dataset_dir))
+                       examples=examples_identity(dataset_dir), mask_draws="counter")
     resumed = resume(accelerator, options, record)
+    # a continued run keeps the mask draws it began with (older runs: per-example generators)
     record = dataclasses.replace(record, run_name=run_name, step=resumed.step if resumed else 0,
-                                 best_eval_loss=resumed.best_eval_loss if resumed else None)
+                                 best_eval_loss=resumed.best_eval_loss if resumed else None,
+                                 mask_draws=resumed.draws_masks_by() if resumed else record.mask_draws)
     accelerator.init_trackers(run_name, config=run_config(preset, options))
 
     tokenizer_files = TokenizerFiles(tokenizer_dir, family, encoder)
-    collator = family.make_collator(preset, vocab, options.seed, options.masking_mode(preset))
+    collator = family.make_collator(preset, vocab, options.seed, options.masking_mode(preset), record.mask_draws)
     evaluator = None
     if validation_dir is not None:
         evaluator = Evaluator(validation_dir, options.validation_split_percentage, family, preset, vocab, options,
-                              my_batch, best=record.best_eval_loss)
+                              my_batch, record.mask_draws, best=record.best_eval_loss)
     sampler = GlobalBatchSampler(len(dataset), rank_batches, accelerator.process_index, options.seed,
                                  start_step=record.step * preset.accumulation_steps)
     loader = training_loader(dataset, sampler, collator, options, stops)
@@ -337,12 +339,12 @@ def run_evaluation(options, preset):
                         "--validation_file")
     _, info = load_examples(validation_dir)
     tokenizer_dir = options.tokenizer_dir or info["tokenizer_dir"]
-    check_trained_as(options, preset, family, tokenizer_dir)
+    trained = check_trained_as(options, preset, family, tokenizer_dir)
     vocab = vocabulary_for(preset, encoder or open_encoder(tokenizer_dir))
     model = load_trained_model(family, options.model_dir)
     model = accelerator.prepare(model)
     evaluator = Evaluator(validation_dir, options.validation_split_percentage, family, preset, vocab, options,
-                          rank_batch_size(preset, options.node_rank))
+                          rank_batch_size(preset, options.node_rank), trained.draws_masks_by())
     results = evaluator.run(accelerator, model, step=None)
     if accelerator.is_main_process:
         write_results(options.model_dir, results)
@@ -351,7 +353,8 @@ def run_evaluation(options, preset):
 
 
 def check_trained_as(options, preset, family, tokenizer_dir):
-    """--do_eval scores a model as it was trained: the same preset, tokenizer and masking."""
+    """--do_eval scores a model as it was trained: the same preset, tokenizer and masking. Returns the
+    model's record."""
     with open(os.path.join(options.model_dir, PRESET_FILE), encoding="utf-8") as f:
         trained = RunRecord.from_json(json.load(f))
     now = RunRecord(model_type=preset.model_type, family=family.name, seed=options.seed,
@@ -361,6 +364,7 @@ def check_trained_as(options, preset, family, tokenizer_dir):
     if different:
         raise UserError(f"--do_eval: {options.model_dir} was trained with another setup ({'; '.join(different)}): "
                         f"give the preset ({trained.model_type}) and flags it was trained with")
+    return trained
 
 
 def train_loop(training, record, bar):

@@ -40,6 +40,8 @@ def test_an_old_checkpoint_resumes_to_the_old_final_weights(old_run):
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
+    # it kept the per-example generators it began with, and says so now
+    assert json.loads((old_run / "model" / "pretraining_preset.json").read_text())["mask_draws"] == "generator"
 
 
 def test_an_old_model_loads_and_evaluates_as_it_did(old_run):

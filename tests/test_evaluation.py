@@ -43,6 +43,7 @@ def test_held_out_figures_are_logged_saved_and_fall(bert_run):
     assert at_8["step"] == 8 and at_8["loss"] == pytest.approx(losses[1])
     state = json.load(open(model_dir / "checkpoint-16" / "trainer_state.json"))
     assert state["best_eval_loss"] == pytest.approx(min(losses))
+    assert state["mask_draws"] == "counter"  # a new run's masks: data/masks.py, and --do_eval below uses them too
 
 
 def test_do_eval_gives_the_last_in_training_figures(bert_run, params, wordpiece_dir):

@@ -1,10 +1,13 @@
-"""Masking modes (token, whole-word, ngram, span): their statistics over many examples."""
+"""Masking modes (token, whole-word, ngram, span): their statistics over many examples, with the
+per-example generators of older runs and the counter draws of new ones."""
 
 import numpy as np
 import pytest
+import torch
 
 from pretraining.data.collators import (IGNORE, Masking, MaskedLMCollator, _choose_runs, _words, example_rng, mask_batch,
                                         mask_tokens)
+from pretraining.data.masks import _segment_runs, example_keys, mask_batch_counter
 
 # two segments of MeCab words of 1-3 subwords, as a sentence pair: [CLS] A [SEP] B [SEP]
 WORD_IDS = np.array([-1] + [w for w in range(60) for _ in range(1 + w % 3)] + [-1]
@@ -130,3 +133,86 @@ def test_batch_masking_equals_one_example_at_a_time(mode):
         one = mask_tokens(ids, words, example_rng(11, epoch, index), 4, 1000, masking)
         assert np.array_equal(one[0], masked[start:start + length]) and np.array_equal(one[1], labels[start:start + length])
         start += length
+
+
+# counter draws (pretraining/data/masks.py): what every run begun since masks with
+
+def counter_batch(masking, examples=EXAMPLES, seed=5, epoch=0, mask_id=5000, vocab_size=100):
+    """EXAMPLES copies of the sentence pair, examples 0.. of one epoch: (masked, labels), one row each."""
+    ids, words = np.tile(IDS, examples), np.tile(WORD_IDS, examples)
+    masked, labels = mask_batch_counter(ids, words, np.full(examples, len(IDS)), np.full(examples, epoch),
+                                        np.arange(examples), seed, mask_id, vocab_size, masking)
+    return masked.reshape(examples, -1), labels.reshape(examples, -1)
+
+
+@pytest.mark.parametrize("mode", ["token", "whole-word", "ngram", "span"])
+@pytest.mark.parametrize("rate", [0.15, 0.3])
+def test_counter_draws_mask_the_share_and_whole_words(mode, rate):
+    masked, labels = counter_batch(Masking(mode, rate))
+    chosen = labels != IGNORE
+    assert not chosen[:, WORD_IDS < 0].any()
+    assert (labels[chosen] == np.tile(IDS, (EXAMPLES, 1))[chosen]).all()
+    shares = chosen.sum(axis=1) / len(CANDIDATES)
+    assert abs(shares.mean() - rate) < 0.01 and shares.max() <= rate + 1e-9, shares.mean()
+    split_words = sum(len(set(row[WORD_IDS == w])) > 1 for row in chosen for w in range(100))
+    assert (split_words > EXAMPLES) if mode == "token" else split_words == 0
+    # 80% [MASK], 10% a random token (below 100 here), 10% kept
+    replaced = masked[chosen]
+    assert abs((replaced == 5000).mean() - 0.8) < 0.02 and abs((replaced < 100).mean() - 0.1) < 0.02
+    # no place is favoured: each candidate token is chosen at about the rate (whole units: per word size)
+    for size in (1, 2, 3) if mode == "whole-word" else (None,):
+        places = CANDIDATES if size is None else CANDIDATES[np.isin(WORD_IDS[CANDIDATES], [
+            w for w in range(100) if (WORD_IDS == w).sum() == size])]
+        frequency = chosen[:, places].mean(axis=0)
+        assert frequency.max() - frequency.min() < 0.15, (size, frequency.min(), frequency.max())
+
+
+@pytest.mark.parametrize("masking", [Masking("ngram"), Masking("span"), Masking("span", span_geo_prob=0.3, span_max_length=5)])
+def test_counter_runs_follow_their_lengths_and_stay_in_a_segment(masking):
+    """Each segment is cut into runs of whole words of the drawn lengths; a chosen run's tokens are
+    all labelled and replaced alike ([MASK], random or kept)."""
+    examples = 300
+    masked, labels = counter_batch(masking, examples)
+    rows = np.repeat(np.arange(examples), len(IDS))
+    words = np.tile(WORD_IDS, examples)
+    candidates = np.flatnonzero(words >= 0)
+    word_first = np.flatnonzero(np.diff(words[candidates], prepend=-2) != 0)
+    word_sizes = np.diff(word_first, append=len(candidates))
+    keys = example_keys(5, np.zeros(examples), np.arange(examples))
+    positions = np.tile(np.arange(len(IDS)), examples)
+    starts = _segment_runs(rows[candidates[word_first]], word_first, word_sizes, candidates, keys, positions, masking)
+    run_words = np.split(words[candidates[word_first]], starts[1:])
+    interior = []
+    for run in run_words:
+        assert len({SEGMENT[w] for w in run}) == 1 and list(run) == list(range(run[0], run[0] + len(run)))
+        if run[-1] not in (59, 99):  # runs cut short by their segment's end are not counted
+            interior.append(len(run))
+    interior = np.array(interior)
+    for n, p in enumerate(masking.length_probabilities, start=1):
+        assert abs((interior == n).mean() - p) < 0.02, (n, (interior == n).mean(), p)
+    kinds = []
+    flat_masked, flat_labels, flat_ids = masked.reshape(-1), labels.reshape(-1), np.tile(IDS, examples)
+    for run in np.split(candidates, word_first[starts[1:]]):
+        labelled = flat_labels[run] != IGNORE
+        assert labelled.all() or not labelled.any()
+        if labelled.any():
+            states = {"mask" if m == 5000 else "kept" if m == i else "random" for m, i in zip(flat_masked[run], flat_ids[run])}
+            assert len(states) == 1, states
+            kinds.append(states.pop())
+    assert abs(kinds.count("mask") / len(kinds) - 0.8) < 0.04 and abs(kinds.count("random") / len(kinds) - 0.1) < 0.04
+
+
+@pytest.mark.parametrize("mode", ["token", "whole-word", "ngram", "span"])
+def test_counter_masks_are_a_function_of_seed_epoch_and_example_alone(mode):
+    """An example masks alike alone, among others or in another place of the batch; another epoch or
+    seed masks it otherwise."""
+    collator = MaskedLMCollator(mask_id=4, pad_id=0, vocab_size=1000, seed=5, masking=Masking(mode))
+    item = {"input_ids": IDS, "word_ids": WORD_IDS, "epoch": 2, "index": 17}
+    short = {"input_ids": IDS[:50], "word_ids": np.append(WORD_IDS[:49], -1), "epoch": 2, "index": 3}
+    alone, together = collator([item]), collator([short, item, dict(item, index=9)])
+    for name in ("input_ids", "labels"):
+        assert torch.equal(alone[name][0], together[name][1])
+        assert not torch.equal(together[name][1], together[name][2])
+        assert not torch.equal(alone[name][0], collator([dict(item, epoch=3)])[name][0])
+        other_seed = MaskedLMCollator(mask_id=4, pad_id=0, vocab_size=1000, seed=6, masking=Masking(mode))
+        assert not torch.equal(alone[name][0], other_seed([item])[name][0])

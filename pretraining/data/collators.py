@@ -1,8 +1,10 @@
 """Batch collation and dynamic masking.
 
-Masks are drawn at batch time from a generator seeded by (seed, epoch, example index),
-so an example gets the same masks whatever the rank, worker or number of processes
-that sees it: runs are reproducible and resumable on any topology.
+Masks are drawn at batch time as a function of (seed, epoch, example index) alone, so an
+example gets the same masks whatever the rank, worker or number of processes that sees it:
+runs are reproducible and resumable on any topology. New runs draw them with counters
+(masks.py, the whole batch at once); runs begun before draw them from one numpy Generator per
+example (mask_tokens, mask_batch below), and keep doing so when continued.
 """
 
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-IGNORE = -100
+from .masks import IGNORE, mask_batch_counter
 
 
 def example_rng(seed, epoch, index):
@@ -28,6 +30,9 @@ class Masking:
     max_ngrams: int = 3  # ngram: whole-word n-grams up to this n, P(n) proportional to 1/n
     span_geo_prob: float = 0.2  # span: P(n) proportional to p (1 - p)^(n - 1), n up to span_max_length
     span_max_length: int = 10  # (SpanBERT's geometric lengths, clipped: a mean of 3.8 words at 0.2 and 10)
+    # "counter": masks.py, for every run begun since; "generator": one numpy Generator per example
+    # (mask_tokens, mask_batch), kept for the runs begun before, whose checkpoints record no mask_draws
+    draws: str = "counter"
 
     @cached_property
     def length_probabilities(self):
@@ -206,7 +211,11 @@ class MaskedLMCollator:
         ids = np.concatenate([np.asarray(i["input_ids"], dtype=np.int64) for i in items])
         word_ids = np.concatenate([np.asarray(i["word_ids"], dtype=np.int64) for i in items])
         keys = [(i["epoch"], i["index"]) for i in items]
-        if self.masking.mode in ("token", "whole-word"):
+        if self.masking.draws == "counter":
+            epochs, indices = np.array(keys, dtype=np.int64).reshape(-1, 2).T
+            masked, labels = mask_batch_counter(ids, word_ids, lengths, epochs, indices, self.seed, self.mask_id,
+                                                self.vocab_size, self.masking)
+        elif self.masking.mode in ("token", "whole-word"):
             masked, labels = mask_batch(ids, word_ids, lengths, keys, self.seed, self.mask_id, self.vocab_size,
                                         self.masking)
         else:

@@ -36,7 +36,7 @@ class Family:
     name: str  # the "family" value in parameter.json
     title: str  # how the model card names it: "BERT", "GatedCNN"
     example_kind: str  # nsp, sop, packed or span (pretraining/data/builders.py)
-    make_collator: Callable  # (preset, vocab, seed, masking) -> a collator of items into a batch
+    make_collator: Callable  # (preset, vocab, seed, masking, draws) -> a collator of items into a batch
     create: Callable  # (preset, vocab) -> the model to train: new, or continued from the preset's directory
     load: Callable  # (model_dir) -> a trained model (the final directory or a checkpoint)
     # (model, batch) -> {name: (sum, count)}, installed as the model's forward for training;
@@ -130,22 +130,23 @@ def single_model(model_class, build_config, frozen_modules=None):
     return create, load
 
 
-def mlm_collator(preset, vocab, seed, masking):
-    """``masking``: the run's masking mode (RunOptions.masking_mode); its settings come from the preset."""
+def mlm_collator(preset, vocab, seed, masking, draws="counter"):
+    """``masking``: the run's masking mode (RunOptions.masking_mode); its settings come from the preset.
+    ``draws``: how the masks are drawn (the run record's mask_draws, collators.py Masking)."""
     from ..data.collators import MaskedLMCollator, Masking
 
     return MaskedLMCollator(vocab.mask_id, vocab.pad_id, vocab.size, seed,
                             Masking(masking, preset.mask_percent / 100, preset.max_ngrams, preset.span_geo_prob,
-                                    preset.span_max_length))
+                                    preset.span_max_length, draws))
 
 
-def causal_collator(preset, vocab, seed, masking):
+def causal_collator(preset, vocab, seed, masking, draws=None):
     from ..data.collators import CausalLMCollator
 
     return CausalLMCollator()
 
 
-def seq2seq_collator(preset, vocab, seed, masking):
+def seq2seq_collator(preset, vocab, seed, masking, draws=None):
     from ..data.collators import Seq2SeqCollator
 
     return Seq2SeqCollator()
