@@ -7,6 +7,7 @@ times faster than transformers' Python BertJapaneseTokenizer.
 """
 
 import collections
+from functools import cached_property
 import itertools
 import json
 import os
@@ -85,10 +86,16 @@ class SubwordEncoder:
         self._rust.add_special_tokens(sorted(added, key=added.get))
         self._max_cache = 300_000  # distinct words kept in the encode_flat table (tens of MB)
         self._reset_cache()
+        self._added = added
+
+    @cached_property
+    def splitter(self):
+        """MeCab, opened when text is first split: ids, vocabularies and prepared examples need none
+        (a GPU machine without MeCab trains from examples prepared elsewhere)."""
         try:
-            self.splitter = MecabWordSplitter(**self.mecab_kwargs, special_tokens=added)
+            return MecabWordSplitter(**self.mecab_kwargs, special_tokens=self._added)
         except DictionaryNotInstalled as error:
-            raise UserError(f"{tokenizer_dir} needs a MeCab dictionary: {error}") from None
+            raise UserError(f"{self.tokenizer_dir} needs a MeCab dictionary: {error}") from None
 
     def _read_vocabulary(self, tokenizer_dir, config):
         """The subword model and the added tokens; sets vocab, tokenizer_type, mecab_kwargs, unk_token."""

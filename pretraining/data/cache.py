@@ -169,6 +169,7 @@ def _build(files, tokenizer_dir, spec, encoder, dataset_dir, fingerprint, num_pr
     started = time.time()
     from tqdm.auto import tqdm
 
+    encoder.splitter  # MeCab opened before any work (a missing dictionary stops here); forked workers inherit it
     with staging_directory(dataset_dir) as staging, \
             tqdm(total=sum(map(input_bytes, files)), unit="B", unit_scale=True,
                  desc=f"Building {spec.kind} examples", disable=not show_progress) as bar:
