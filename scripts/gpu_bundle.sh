@@ -2,9 +2,10 @@
 # What benchmarks/gpu_check.py needs on a bare GPU machine (Python 3.12 with PyTorch, accelerate,
 # tokenizers, pyarrow and tensorboard, but no network and no datasets, fugashi or unidic-lite),
 # made here in one command, in BUNDLE (default .gpu_bundle, at most 64 MiB):
-#   wheels/  datasets with its pure-Python needs; the pinned transformers, accelerate,
-#            huggingface_hub and tokenizers (constraints.txt); DeepSpeed, built here as a
-#            pure-Python wheel (its kernels compile on first use), with hjson and pydantic
+#   wheels/  datasets with its pure-Python needs (dill, multiprocess, fsspec); the pinned
+#            transformers, accelerate, huggingface_hub and tokenizers (constraints.txt);
+#            DeepSpeed, built here as a pure-Python wheel (its kernels compile on first use),
+#            with hjson and pydantic
 #   work/    the tokenizer and every example set the check reads: MeCab runs here
 #
 #   bash scripts/gpu_bundle.sh [BUNDLE]
@@ -33,9 +34,9 @@ echo "wheels for Python $TARGET_PYTHON on x86-64 Linux"
 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "$TARGET_PYTHON" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$BUNDLE/wheels" \
-  "$(pinned datasets)" "$(pinned dill)" "$(pinned multiprocess)" "$(pinned transformers)" "$(pinned accelerate)" \
-  "$(pinned huggingface_hub)" "$(pinned tokenizers)" "$(pinned pydantic)" "$(pinned pydantic_core)" \
-  "$(pinned annotated-types)" "$(pinned typing-inspection)" "hjson==$HJSON"
+  "$(pinned datasets)" "$(pinned dill)" "$(pinned multiprocess)" "$(pinned fsspec)" "$(pinned transformers)" \
+  "$(pinned accelerate)" "$(pinned huggingface_hub)" "$(pinned tokenizers)" "$(pinned pydantic)" \
+  "$(pinned pydantic_core)" "$(pinned annotated-types)" "$(pinned typing-inspection)" "hjson==$HJSON"
 echo "DeepSpeed $DEEPSPEED as a pure-Python wheel"
 DS_BUILD_OPS=0 "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$BUNDLE/wheels" "deepspeed==$DEEPSPEED"
 
