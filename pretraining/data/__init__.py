@@ -8,6 +8,7 @@
     mixing.py    several corpora mixed by weight
     sampler.py   which examples each rank reads at each step (resume needs only the step)
     collators.py examples -> a batch, with dynamic masking
+    masks.py     the masks of a whole batch at once, every draw a hash of (seed, epoch, example, position)
 
 No module here imports torch at import time but collators.py: --prepare_only runs without it.
 """
