@@ -9,12 +9,15 @@ as they are.
 import dataclasses
 from dataclasses import dataclass
 
+from ja_common.errors import UserError
+
 # preset keys a resumed run may change: they decide when to stop, save and log, not what is learned
 RESUMABLE_KEYS = {"train-steps", "save-steps", "save-minutes", "logging-steps", "save-total-limit", "batch-size",
                   "torch-compile", "gradient-checkpointing", "attention-implementation"}
 
-# how the masks of runs whose records predate mask_draws were drawn (pretraining/data/collators.py Masking)
-MASK_DRAWS_BEFORE = "generator"
+# how masks are drawn (pretraining/data/collators.py Masking), and how the runs whose records predate
+# mask_draws drew theirs
+MASK_DRAWS, MASK_DRAWS_BEFORE = ("counter", "generator"), "generator"
 
 # what a continued run must share with its checkpoint, and how the message names it
 SAME_RUN = (("family", "the model family"), ("tokenizer", "the tokenizer (--tokenizer_dir's files)"), ("seed", "--seed"),
@@ -78,4 +81,7 @@ class RunRecord:
 
     def draws_masks_by(self):
         """How this run draws its masks: as recorded, or as every run did before it was recorded."""
+        if self.mask_draws not in (None, *MASK_DRAWS):
+            raise UserError(f"this run's masks are drawn by {self.mask_draws!r}, which this version does not know: "
+                            "continue or evaluate it with the version of ja-pretraining that trained it")
         return self.mask_draws or MASK_DRAWS_BEFORE

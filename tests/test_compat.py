@@ -67,3 +67,15 @@ def test_old_examples_load_with_their_held_out_split():
     row = train[0]
     assert set(row) >= {"input_ids", "word_ids", "token_type_ids", "next_sentence_label"}
     assert len(row["word_ids"]) == len(row["input_ids"]) == len(row["token_type_ids"])
+
+
+def test_mask_draws_of_old_and_unknown_records():
+    """Records without mask_draws drew from per-example generators; a scheme this version does not
+    know (a newer version's) is refused rather than guessed."""
+    from ja_common.errors import UserError
+    from pretraining.run_record import RunRecord
+
+    assert RunRecord.from_json({"model_type": "bert-x"}).draws_masks_by() == "generator"
+    assert RunRecord.from_json({"model_type": "bert-x", "mask_draws": "counter"}).draws_masks_by() == "counter"
+    with pytest.raises(UserError, match="'hash-v9', which this version does not know"):
+        RunRecord.from_json({"model_type": "bert-x", "mask_draws": "hash-v9"}).draws_masks_by()
