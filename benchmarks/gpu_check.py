@@ -80,9 +80,12 @@ def examples_dir(work, spec):
 
 def sharded_preset(tiny):
     """A small BERT for the sharded runs: the check is of saving and resuming, not of speed."""
-    sizes = {k: TINY_KEYS[k] for k in ("number-of-layers", "hidden-size", "ffn-inner-hidden-size", "attention-heads",
-                                       "sequence-length")} if tiny else {"number-of-layers": 4, "hidden-size": 256, "ffn-inner-hidden-size": 1024,
-                                    "attention-heads": 4, "sequence-length": 128}
+    if tiny:
+        sizes = {k: TINY_KEYS[k] for k in ("number-of-layers", "hidden-size", "ffn-inner-hidden-size", "attention-heads",
+                                           "sequence-length")}
+    else:
+        sizes = {"number-of-layers": 4, "hidden-size": 256, "ffn-inner-hidden-size": 1024, "attention-heads": 4,
+                 "sequence-length": 128}
     return dict(sizes, **{"family": "bert", "batch-size": {"-1": 8}, "train-steps": 4, "save-steps": 2,
                           "logging-steps": 1, "learning-rate": 1e-4, "bf16": not tiny})
 
@@ -169,12 +172,12 @@ def synchronize():
         torch.cuda.synchronize()
 
 
-def step_tokens():
-    return SPEED_TOKENS if torch.cuda.is_available() else TINY_TOKENS
+def step_tokens(tiny):
+    return TINY_TOKENS if tiny else SPEED_TOKENS
 
 
-def speed_row(work, family, preset, compile_model, peak_tflops):
-    rows = max(1, step_tokens() // preset.sequence_length)
+def speed_row(work, family, preset, tiny, compile_model, peak_tflops):
+    rows = max(1, step_tokens(tiny) // preset.sequence_length)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -193,9 +196,9 @@ def speed_row(work, family, preset, compile_model, peak_tflops):
     return figures
 
 
-def precision_row(work, family, preset):
+def precision_row(work, family, preset, tiny):
     """The same 30 steps (weights, batches) in float32, bf16 and fp16."""
-    rows = max(1, step_tokens() // 4 // preset.sequence_length)
+    rows = max(1, step_tokens(tiny) // 4 // preset.sequence_length)
     curves, skipped = {}, 0
     for precision in HALF if torch.cuda.is_available() else ("fp32", "bf16"):  # fp16 trains on GPUs only
         steps = Steps(work, family, preset, rows, False, workers=0)
@@ -216,18 +219,14 @@ def precision_row(work, family, preset):
                             "fp16 skipped": str(skipped)})
 
 
-def launch(config, work, model_dir, *extra):
+def launch(config, work, model_dir, dataset_dir, *extra):
     """run_pretraining.py through accelerate launch, one process; returns its output (raises on failure)."""
-    from pretraining.data.build import ExampleSpec
-    from pretraining.presets import parse_preset
-
-    spec = ExampleSpec.from_preset(parse_preset("check-sharded", sharded_preset(not torch.cuda.is_available())), 42)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                os.path.join(ROOT, "accelerate_configs", config), "--num_processes", "1", "--num_machines", "1",
                "--quiet", os.path.join(ROOT, "run_pretraining.py"),
                "--parameter_file", os.path.join(work, "sharded.json"), "--model_type", "check-sharded",
                "--tokenizer_dir", os.path.join(work, "tokenizer"), "--model_dir", model_dir,
-               "--logging_dir", os.path.join(model_dir + "-runs"), "--dataset_dir", examples_dir(work, spec),
+               "--logging_dir", model_dir + "-runs", "--dataset_dir", dataset_dir,
                "--dataloader_num_workers", "0", *extra]
     result = subprocess.run(command, capture_output=True, text=True, cwd=work)
     output = result.stdout + result.stderr
@@ -245,12 +244,12 @@ def gathered_weights(checkpoint):
     from pretraining.checkpoints import ACCELERATE_DIR
 
     state = os.path.join(checkpoint, ACCELERATE_DIR)
-    fsdp = glob.glob(os.path.join(state, "pytorch_model_fsdp_0"))
-    if fsdp:  # a sharded (distributed checkpoint) state: accelerate's own merge
+    fsdp = os.path.join(state, "pytorch_model_fsdp_0")
+    if os.path.isdir(fsdp):  # a sharded (distributed checkpoint) state: accelerate's own merge
         from accelerate.utils import merge_fsdp_weights
 
-        merged = os.path.join(checkpoint + "-merged")
-        merge_fsdp_weights(fsdp[0], merged, safe_serialization=True)
+        merged = checkpoint + "-merged"
+        merge_fsdp_weights(fsdp, merged, safe_serialization=True)
         return load_file(os.path.join(merged, "model.safetensors"))
     if glob.glob(os.path.join(state, "pytorch_model", "*")) or os.path.isfile(os.path.join(state, "latest")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -261,15 +260,17 @@ def gathered_weights(checkpoint):
     return torch.load(os.path.join(state, "pytorch_model.bin"), map_location="cpu", weights_only=True)
 
 
-def sharded_row(work, name, config):
+def sharded_row(work, name, config, tiny):
     """Train, checkpoint, continue, and compare the final directory with the gathered weights."""
     from safetensors.torch import load_file
     from transformers import AutoModelForPreTraining
 
-    needs = "deepspeed" if "deepspeed" in config else None
-    if needs and not torch.cuda.is_available():
-        return {"result": "not run: DeepSpeed needs CUDA"}
-    if needs:
+    from pretraining.data.build import ExampleSpec
+    from pretraining.presets import parse_preset
+
+    if "deepspeed" in config:
+        if not torch.cuda.is_available():
+            return {"result": "not run: DeepSpeed needs CUDA"}
         try:
             import deepspeed  # noqa: F401
         except ImportError:
@@ -277,11 +278,12 @@ def sharded_row(work, name, config):
     model_dir = os.path.join(work, "sharded", name)
     shutil.rmtree(model_dir, ignore_errors=True)
     shutil.rmtree(model_dir + "-runs", ignore_errors=True)
-    preset = sharded_preset(not torch.cuda.is_available())
+    preset = sharded_preset(tiny)
+    dataset_dir = examples_dir(work, ExampleSpec.from_preset(parse_preset("check-sharded", preset), 42))
     write_parameters(work, preset)
-    launch(config, work, model_dir)
+    launch(config, work, model_dir, dataset_dir)
     write_parameters(work, dict(preset, **{"train-steps": 6}))
-    output = launch(config, work, model_dir, "--do_continue")
+    output = launch(config, work, model_dir, dataset_dir, "--do_continue")
     resumed = "resumed from" in output and "checkpoint-4" in output
     AutoModelForPreTraining.from_pretrained(model_dir)  # loads with plain transformers
     final = load_file(os.path.join(model_dir, "model.safetensors"))
@@ -369,13 +371,13 @@ def main():
     checked = {family: check_preset(name, parameter_file, tiny) for family, name in presets.items()}
     if "speed" in parts:
         for family, preset in checked.items():
-            table.attempt("speed", f"{presets[family]} eager", speed_row, work, FAMILIES[family], preset, False, peak)
+            table.attempt("speed", f"{presets[family]} eager", speed_row, work, FAMILIES[family], preset, tiny, False, peak)
     if "precision" in parts:
         for family, preset in checked.items():
-            table.attempt("precision", presets[family], precision_row, work, FAMILIES[family], preset)
+            table.attempt("precision", presets[family], precision_row, work, FAMILIES[family], preset, tiny)
     if "sharded" in parts:
         for name, config in SHARDED_CONFIGS:
-            table.attempt("sharded", f"{name} ({config})", sharded_row, work, name.lower(), config)
+            table.attempt("sharded", f"{name} ({config})", sharded_row, work, name.lower(), config, tiny)
     if "compile" in parts:
         compiled = args.compile_families.split(",") if args.compile_families else list(checked)
         for family, preset in ((f, p) for f, p in checked.items() if f in compiled):
@@ -383,7 +385,7 @@ def main():
             if left < COMPILE_SECONDS:
                 table.add("speed", f"{presets[family]} compiled", {"result": f"not run: {left:.0f} s of the budget left"})
                 continue
-            table.attempt("speed", f"{presets[family]} compiled", speed_row, work, FAMILIES[family], preset, True, peak)
+            table.attempt("speed", f"{presets[family]} compiled", speed_row, work, FAMILIES[family], preset, tiny, True, peak)
     print(f"\n{device}: {time.perf_counter() - started:.0f} s\n\n{table.markdown()}")
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
